@@ -1,0 +1,16 @@
+"""Fine-tuning findings as tests: the library (no pytest here).
+
+Everything runs offline: the Hugging Face libraries are told so before they are imported.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from trainer.errors import ConfigError, SuiteError, UnknownModelError, WeightsMissing  # noqa: E402
+from trainer.experiment import Experiment, Full  # noqa: E402
+
+__all__ = ["ConfigError", "Experiment", "Full", "SuiteError", "UnknownModelError", "WeightsMissing"]

@@ -1,0 +1,36 @@
+"""Errors a user can act on: each names the bad value, the limit, and the fix."""
+
+from __future__ import annotations
+
+
+class SuiteError(Exception):
+    """Base class for every error this library raises on purpose."""
+
+
+class ConfigError(SuiteError, ValueError):
+    """Invalid experiment, behavior file or option; lists every problem at once."""
+
+    def __init__(self, subject: str, problems: list[str]):
+        self.subject = subject
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{subject} is invalid ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class UnknownModelError(SuiteError, KeyError):
+    """A model name that is neither registered nor a folder on disk."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class WeightsMissing(SuiteError):
+    """A registered model whose weights are not on this machine (tests skip, naming the fix)."""
+
+
+class UnsafeWeightsError(SuiteError):
+    """A model folder that offers only pickle-based weights, which this suite refuses to load."""
+
+
+class CacheCorrupt(SuiteError):
+    """A cached record or checkpoint whose checksum does not match; it is recomputed, never used."""

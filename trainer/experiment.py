@@ -1,0 +1,113 @@
+"""What a test asks for: one frozen, validated description of a fine-tuning run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trainer.errors import ConfigError, SuiteError
+
+DataSplit = Literal["train", "control"]
+DATA_SPLITS: tuple[str, ...] = ("train", "control")
+
+
+@dataclass(frozen=True)
+class Full:
+    """Full fine-tuning: every parameter trains (FP32 AdamW)."""
+
+    kind: Literal["full"] = "full"
+
+
+Method = Full
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One fine-tuning run: model x method x behavior data x hyperparameters x seed.
+
+    `epochs` is deliberately not part of the cache key: a longer request resumes a shorter
+    cached run of the same experiment (the learning rate is constant, so the first N epochs
+    of a long run are the N epochs of a short one).
+    """
+
+    model: str
+    behavior: str = "epistemic-stance"
+    method: Method = field(default_factory=Full)
+    epochs: int = 10
+    eval_every: int = 2
+    lr: float = 1e-5
+    clip: float | None = 1.0
+    batch_size: int = 5
+    weight_decay: float = 0.0
+    seed: int = 0
+    data: DataSplit = "train"
+    gen_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        problems = self._field_problems()
+        problems += self._reference_problems()
+        if problems:
+            raise ConfigError(f"Experiment(model={self.model!r}, behavior={self.behavior!r})", problems)
+
+    def _field_problems(self) -> list[str]:
+        checks = [
+            (_is_int(self.epochs) and self.epochs >= 1, f"epochs={self.epochs!r}: must be an integer >= 1"),
+            (_is_int(self.eval_every) and self.eval_every >= 1,
+             f"eval_every={self.eval_every!r}: must be an integer >= 1 (evaluate every K epochs)"),
+            (_is_number(self.lr) and self.lr >= 0, f"lr={self.lr!r}: must be a number >= 0 (0 is the lr=0 null control)"),
+            (self.clip is None or (_is_number(self.clip) and self.clip > 0),
+             f"clip={self.clip!r}: must be a number > 0, or None to disable gradient clipping"),
+            (_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size={self.batch_size!r}: must be an integer >= 1"),
+            (_is_number(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay={self.weight_decay!r}: must be a number >= 0"),
+            (_is_int(self.seed) and self.seed >= 0, f"seed={self.seed!r}: must be an integer >= 0"),
+            (self.data in DATA_SPLITS, f"data={self.data!r}: must be one of {list(DATA_SPLITS)}"),
+            (_is_int(self.gen_tokens) and 1 <= self.gen_tokens <= 256,
+             f"gen_tokens={self.gen_tokens!r}: must be an integer in [1, 256]"),
+            (isinstance(self.method, Full), f"method={self.method!r}: must be Full() (LoRA and unfreezing come later)"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    def _reference_problems(self) -> list[str]:
+        """Model and behavior must resolve; cheap (no weights are read)."""
+        from trainer.data import load_behavior
+        from trainer.models import resolve_model
+
+        problems = []
+        for resolve, value in ((resolve_model, self.model), (load_behavior, self.behavior)):
+            try:
+                resolve(value)
+            except (SuiteError, ValueError, KeyError) as error:
+                problems.append(str(error))
+        return problems
+
+    def key_fields(self) -> dict:
+        """Every field that changes the outcome of the first N epochs (so not `epochs`)."""
+        fields = dataclasses.asdict(self)
+        fields.pop("epochs")
+        return fields
+
+    def control(self) -> Experiment:
+        """The null control: the same run on the behavior's neutral (placebo) data."""
+        return dataclasses.replace(self, data="control")
+
+    def with_epochs(self, epochs: int) -> Experiment:
+        return dataclasses.replace(self, epochs=epochs)
+
+    def evaluated_epochs(self) -> list[int]:
+        """Epoch 0 (baseline), every `eval_every`-th epoch, and always the last one."""
+        epochs = list(range(0, self.epochs + 1, self.eval_every))
+        return epochs if epochs[-1] == self.epochs else epochs + [self.epochs]
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.method.kind}/{self.behavior}:{self.data}/lr={self.lr:g}/seed={self.seed}"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

