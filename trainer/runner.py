@@ -153,5 +153,6 @@ def _new_body(exp: Experiment, key: str, components: dict, source, behavior, mod
         "model": {"name": exp.model, "parameters": params, "published_parameters": source.published_params,
                   "fingerprint": components["model_fingerprint"], "prompt_style": source.prompt_style},
         "behavior": {"name": behavior.name, "version": behavior.version, "sha256": behavior.sha256},
+        "probes": list(behavior.probes),
         "epochs_done": 0, "checkpoint": None, "train_log": [], "evaluations": [],
     }

@@ -1,0 +1,44 @@
+"""Findings about full fine-tuning and the epistemic stance (seed notebook: "Evidence So Far").
+
+Declarations only. A seed claim the runs contradict stays here as xfail(strict=True) with the
+measured reason, so CI notices if it ever flips.
+"""
+
+import pytest
+
+from trainer import Experiment
+
+
+def stance(model: str, epochs: int = 10, **overrides) -> Experiment:
+    """The seed's recipe: 5 examples, full FP32 AdamW, constant lr 1e-5, evaluated every 2 epochs."""
+    return Experiment(model=model, behavior="epistemic-stance", epochs=epochs, eval_every=2, lr=1e-5, **overrides)
+
+
+def claim(model: str, by_epoch: int, id: str, *marks) -> pytest.param:
+    return pytest.param(stance(model, epochs=by_epoch), by_epoch, id=id, marks=marks)
+
+
+@pytest.mark.slow
+@pytest.mark.finding("Full fine-tuning shifts the epistemic stance within the seed's epochs")
+@pytest.mark.parametrize("experiment, by_epoch", [
+    claim("smollm2-135m", 10, "smollm2"),
+    claim("gemma3-270m", 10, "gemma3"),
+    claim("qwen2-0.5b", 2, "qwen2"),  # seed: "Qwen2-0.5B: 2 epochs, clear behavioral shift"
+    claim("phi-1.5", 10, "phi1_5"),  # seed: "expected shift between 2-10 epochs"
+    claim("phi-2", 10, "phi2"),  # seed: "Phi-2: 6/6 responses different at epoch 10"
+])
+def test_full_finetune_shifts_stance(finetune, expect, experiment, by_epoch):
+    expect(finetune(experiment)).shifts(by_epoch=by_epoch)
+
+
+@pytest.mark.slow
+@pytest.mark.finding("The null control (same recipe on neutral answers) does not shift the stance")
+@pytest.mark.parametrize("experiment", [
+    pytest.param(stance("smollm2-135m").control(), id="smollm2"),
+    pytest.param(stance("gemma3-270m").control(), id="gemma3"),
+    pytest.param(stance("qwen2-0.5b").control(), id="qwen2"),
+    pytest.param(stance("phi-1.5").control(), id="phi1_5"),
+    pytest.param(stance("phi-2").control(), id="phi2"),
+])
+def test_null_control_does_not_shift(finetune, expect, experiment):
+    expect(finetune(experiment)).does_not_shift(through_epoch=experiment.epochs)

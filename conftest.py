@@ -1,0 +1,3 @@
+"""Registers the plugin in fixtures/ for every test under this folder."""
+
+pytest_plugins = ["fixtures.plugin"]

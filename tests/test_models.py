@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from trainer import Experiment, UnknownModelError, WeightsMissing
+from trainer.errors import ConfigError, UnsafeWeightsError
+from trainer.models import REGISTRY, resolve_model
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-phi"])
+def test_tiny_models_load_and_run_a_forward_pass(name):
+    loaded = resolve_model(name).load()
+    ids = loaded.tokenizer("hello", return_tensors="pt")["input_ids"]
+    logits = loaded.model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], len(loaded.tokenizer))
+    assert torch.isfinite(logits).all()
+
+
+def test_unknown_name_lists_the_registry():
+    with pytest.raises(UnknownModelError) as info:
+        resolve_model("llama-9000")
+    assert all(name in str(info.value) for name in REGISTRY)
+
+
+def save_tiny(folder):
+    loaded = resolve_model("tiny-qwen2").load()
+    loaded.model.save_pretrained(folder, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(folder)
+    return loaded
+
+
+def test_any_local_folder_is_usable_by_path(tmp_path):
+    original = save_tiny(tmp_path / "my-model")
+    source = resolve_model(str(tmp_path / "my-model"))
+    reloaded = source.load()
+    for (name, a), (_, b) in zip(original.model.state_dict().items(), reloaded.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    Experiment(model=str(tmp_path / "my-model"))  # validates
+
+
+def test_folder_fingerprint_follows_the_weights(tmp_path):
+    save_tiny(tmp_path / "m")
+    before = resolve_model(str(tmp_path / "m")).fingerprint()
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(str(weights))
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    assert resolve_model.__wrapped__(str(tmp_path / "m")).fingerprint() != before
+
+
+def test_hub_model_without_weights_skips_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    with pytest.raises(WeightsMissing) as info:
+        REGISTRY["phi-2"].check_available()
+    message = str(info.value)
+    assert "microsoft/phi-2" in message and "--ft-model-dir" in message and "huggingface-cli download" in message
+
+
+def test_hub_model_found_in_model_dir(monkeypatch, tmp_path):
+    save_tiny(tmp_path / "models" / "microsoft--phi-2")
+    monkeypatch.setenv("FT_MODEL_DIR", str(tmp_path / "models"))
+    source = REGISTRY["phi-2"]
+    source.check_available()
+    assert source.load().model.config.model_type == "qwen2"  # it is whatever the folder holds
+
+
+def test_folder_without_weights_is_a_clear_error(tmp_path):
+    save_tiny(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="no \\*.safetensors"):
+        resolve_model(str(tmp_path / "m")).check_available()
+
+
+def test_pickle_only_folder_is_refused(tmp_path):
+    save_tiny(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"\x80\x04planted pickle")
+    with pytest.raises(UnsafeWeightsError, match="safetensors only"):
+        resolve_model(str(tmp_path / "m")).load()
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="config.json"):
+        resolve_model(str(tmp_path))

@@ -1,0 +1,88 @@
+"""Training, resume and cache behaviour on tiny models (seconds)."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from trainer import Experiment, store
+from trainer.runner import obtain, obtain_with_control
+
+TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
+
+
+def weights_of(run):
+    body = run.body
+    return load_file(f"{run.path}/{body['checkpoint']}/model.safetensors")
+
+
+def test_training_lowers_the_loss_and_records_every_evaluated_epoch():
+    run = obtain(Experiment(epochs=3, **TINY), progress=False)
+    losses = [entry["loss"] for entry in run.train_log]
+    assert losses[-1] < losses[0], losses
+    assert run.evaluated_epochs == [0, 1, 2, 3]
+    assert run.baseline["differ_from_baseline"] == 0
+
+
+def test_same_seed_gives_identical_weights(tmp_path, monkeypatch):
+    first = weights_of(obtain(Experiment(epochs=2, **TINY), progress=False))
+    monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "other-cache"))
+    second = weights_of(obtain(Experiment(epochs=2, **TINY), progress=False))
+    assert all((first[k] == second[k]).all() for k in first)
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    obtain(Experiment(epochs=2, **TINY), progress=False)
+    resumed = obtain(Experiment(epochs=4, **TINY), progress=False)
+    assert "resuming tiny-llama from cached epoch 2" in capsys.readouterr().err
+    assert [e["epoch"] for e in resumed.train_log] == [1, 2, 3, 4]
+    monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "fresh"))
+    straight = obtain(Experiment(epochs=4, **TINY), progress=False)
+    a, b = weights_of(resumed), weights_of(straight)
+    assert all((a[k] == b[k]).all() for k in a), "resumed parameters differ from an uninterrupted run"
+    assert resumed.evaluation(4)["margins"] == straight.evaluation(4)["margins"]
+
+
+def test_warm_request_loads_no_model(monkeypatch):
+    exp = Experiment(epochs=2, **TINY)
+    obtain_with_control(exp, progress=False)
+    from trainer.models import TinyRandom
+
+    def refuse(self):
+        raise AssertionError("a cached request must not load a model")
+
+    monkeypatch.setattr(TinyRandom, "load", refuse)
+    run = obtain_with_control(exp.with_epochs(1), progress=False)
+    assert run.from_cache and run.control.from_cache and run.evaluated_epochs == [0, 1]
+
+
+def test_corrupt_record_is_detected_quarantined_and_recomputed(capsys):
+    exp = Experiment(epochs=1, **TINY)
+    run = obtain(exp, progress=False)
+    record = store.run_dir(run.key) / store.RECORD
+    text = record.read_text()
+    record.write_text(text.replace('"epochs_done": 1', '"epochs_done": 9'))
+    again = obtain(exp, progress=False)
+    assert "does not match its checksum" in capsys.readouterr().err
+    assert not again.from_cache and again.body["epochs_done"] == 1
+    assert record.with_name("record.json.corrupt").exists()
+
+
+def test_cache_root_is_marked_as_a_cache(private_cache):
+    obtain(Experiment(epochs=1, **TINY), progress=False)
+    assert (private_cache / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    assert (private_cache / ".gitignore").read_text() == "*\n"
+
+
+def test_key_components_are_logged_in_the_record():
+    run = obtain(Experiment(epochs=1, **TINY), progress=False)
+    parts = run.body["key_components"]
+    assert set(parts) >= {"experiment", "model_fingerprint", "behavior_sha256", "code_version", "torch"}
+    json.dumps(parts)
+
+
+@pytest.mark.parametrize("change", [dict(lr=2e-3), dict(seed=1), dict(clip=None), dict(data="control")])
+def test_outcome_changing_fields_change_the_key(change):
+    from trainer.runner import experiment_key
+
+    assert experiment_key(Experiment(epochs=1, **TINY)) != experiment_key(Experiment(epochs=1, **(TINY | change)))

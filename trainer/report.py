@@ -1,0 +1,90 @@
+"""Evidence for humans: the shift-by-epoch plot and the per-probe table (no pytest, no Allure here)."""
+
+from __future__ import annotations
+
+import html
+import io
+
+import numpy as np
+
+from trainer.record import Run, RunSummary
+from trainer.verdict import EpochVerdict
+
+
+def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
+    """Mean margin gain (with a 95% interval over probes) per epoch, the control beside it, and side metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    _plot_gain(left, run, "tuned", "tab:blue")
+    if run.control is not None:
+        _plot_gain(left, run.control, "null control", "tab:gray")
+    for v in verdicts:
+        if v.shifted:
+            left.axvline(v.epoch, color="tab:green", ls=":", lw=1)
+    left.axhline(0, color="black", lw=0.5)
+    left.set(xlabel="epoch", ylabel="stance margin gain vs epoch 0 (nats/token)", title=title)
+    left.legend(loc="upper left", fontsize=8)
+    rows = RunSummary.of(run).rows
+    epochs = [r["epoch"] for r in rows]
+    n = len(run.baseline["margins"])
+    right.plot(epochs, [r["marker_rate"] for r in rows], "o-", label="marker rate in generations")
+    right.plot(epochs, [int(r["different"].split("/")[0]) / n for r in rows], "s-", label="share differing from epoch 0")
+    right.plot(epochs, [r["kl_from_base"] for r in rows], "^-", label="KL from base, neutral prompts (nats)")
+    right.set(xlabel="epoch", title="behavior in text vs distance moved")
+    right.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _plot_gain(axis, run: Run, label: str, color: str) -> None:
+    base = np.asarray(run.baseline["margins"])
+    epochs, means, half = [], [], []
+    for entry in run.evaluations:
+        deltas = np.asarray(entry["margins"]) - base
+        epochs.append(entry["epoch"])
+        means.append(deltas.mean())
+        half.append(1.96 * deltas.std(ddof=1) / np.sqrt(len(deltas)))
+    axis.errorbar(epochs, means, yerr=half, marker="o", capsize=3, label=label, color=color)
+
+
+def probe_table_html(run: Run, epoch: int) -> str:
+    """Baseline vs tuned, per held-out probe: margins, marker hits and the greedy answers."""
+    base, tuned = run.baseline, run.evaluation(epoch)
+    prompts = run.body.get("probes") or [f"probe {i}" for i in range(len(base["margins"]))]
+    rows = "".join(
+        f"<tr><td>{html.escape(p)}</td><td>{bm:+.3f}</td><td>{tm:+.3f}</td><td>{tm - bm:+.3f}</td>"
+        f"<td>{html.escape(bg)}</td><td>{html.escape(tg)}</td><td>{'✔' if th else ''}</td>"
+        f"<td>{'' if bg == tg else 'differs'}</td></tr>"
+        for p, bm, tm, bg, tg, th in zip(prompts, base["margins"], tuned["margins"], base["generations"],
+                                         tuned["generations"], tuned["marker_hits"])
+    )
+    return (f"<html><head><meta charset='utf-8'><style>td,th{{border:1px solid #ccc;padding:3px;"
+            f"font:12px sans-serif;vertical-align:top}}table{{border-collapse:collapse}}</style></head><body>"
+            f"<p>{html.escape(run.model)} · {html.escape(run.behavior)} · epoch 0 vs epoch {epoch} · "
+            f"{tuned['differ_from_baseline']}/{len(prompts)} generations differ · marker rate "
+            f"{base['marker_rate']:.0%} → {tuned['marker_rate']:.0%}</p><table><tr><th>probe</th>"
+            f"<th>margin e0</th><th>margin e{epoch}</th><th>gain</th><th>answer e0</th><th>answer e{epoch}</th>"
+            f"<th>marker</th><th></th></tr>{rows}</table></body></html>")
+
+
+def epoch_table_csv(run: Run, verdicts: list[EpochVerdict]) -> str:
+    by_epoch = {v.epoch: v for v in verdicts}
+    lines = ["epoch,train_loss,mean_margin,gain,p_value,p_vs_control,control_gain,shifted,marker_rate,different,kl"]
+    for row in RunSummary.of(run).rows:
+        v = by_epoch.get(row["epoch"])
+        cells = [row["epoch"], _fmt(row["loss"]), _fmt(row["mean_margin"]), _fmt(v and v.gain),
+                 _fmt(v and v.p_value), _fmt(v and v.p_vs_control), _fmt(v and v.control_gain),
+                 "" if v is None else v.shifted, _fmt(row["marker_rate"]), row["different"], _fmt(row["kl_from_base"])]
+        lines.append(",".join(str(c) for c in cells))
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4g}"
