@@ -11,34 +11,69 @@ from __future__ import annotations
 
 import torch
 
-from trainer.data import Behavior, PromptFormat, build_scoring_batch, pad_id
+from trainer.data import Behavior, PromptFormat, pad_id
 
 
 @torch.inference_mode()
 def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batch_size: int = 16) -> list[float]:
-    continuations = list(behavior.targets) + list(behavior.contrasts)
-    pairs = [(prompt, c) for prompt in behavior.probes for c in continuations]
+    continuations = [fmt.continuation_ids(tokenizer, c) for c in behavior.targets + behavior.contrasts]
     scores = torch.cat([
-        _mean_token_logprob(model, build_scoring_batch(tokenizer, fmt, pairs[i: i + batch_size]))
-        for i in range(0, len(pairs), batch_size)
-    ]).view(len(behavior.probes), len(continuations))
+        continuation_logprobs(model, tokenizer, fmt, list(behavior.probes[i: i + batch_size]), continuations)
+        for i in range(0, len(behavior.probes), batch_size)
+    ])
     n_targets = len(behavior.targets)
     margins = scores[:, :n_targets].mean(dim=1) - scores[:, n_targets:].mean(dim=1)
     return [float(m) for m in margins]
 
 
-def _mean_token_logprob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    labels = batch["labels"][:, 1:]
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-    mask = labels != -100
-    picked = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(dim=1) / mask.sum(dim=1)
+def continuation_logprobs(model, tokenizer, fmt: PromptFormat, prompts: list[str],
+                          continuations: list[list[int]]) -> torch.Tensor:
+    """[prompts, continuations] mean per-token log-prob of each continuation after each prompt.
+
+    Each prompt is encoded once (left-padded, explicit positions) and its KV cache is repeated for
+    every continuation, so the long chat-formatted prompt is not re-encoded per continuation.
+    """
+    n_cont = len(continuations)
+    prompt_ids, prompt_mask = _left_pad([fmt.prompt_ids(tokenizer, p) for p in prompts], pad_id(tokenizer))
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
+                use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(n_cont, dim=0)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n_cont)
+    width = max(len(c) for c in continuations)
+    cont = torch.full((len(prompts) * n_cont, width), pad_id(tokenizer), dtype=torch.long)
+    cont_mask = torch.zeros_like(cont)
+    for row in range(cont.shape[0]):
+        ids = continuations[row % n_cont]
+        cont[row, : len(ids)] = torch.tensor(ids)
+        cont_mask[row, : len(ids)] = 1
+    lengths = prompt_mask.sum(dim=1).repeat_interleave(n_cont)
+    rest = model(input_ids=cont, attention_mask=torch.cat([prompt_mask.repeat_interleave(n_cont, dim=0), cont_mask], 1),
+                 position_ids=lengths[:, None] + torch.arange(width), past_key_values=cache, use_cache=True)
+    later = torch.log_softmax(rest.logits[:, :-1].float(), dim=-1)  # position j predicts token j + 1
+    picked = torch.cat([first.gather(1, cont[:, :1]), later.gather(2, cont[:, 1:, None]).squeeze(-1)], dim=1)
+    mean = (picked * cont_mask).sum(dim=1) / cont_mask.sum(dim=1)
+    return mean.view(len(prompts), n_cont)
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Left padding must not shift the real tokens' positions (RoPE), so count them from 0."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
 @torch.inference_mode()
 def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], max_new_tokens: int,
-                       batch_size: int = 16) -> list[str]:
+                       batch_size: int = 64) -> list[str]:
     texts = [fmt.render(tokenizer, p) for p in prompts]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched generation needs left padding
     try:
