@@ -2,6 +2,16 @@
 
 import pytest
 
+from trainer.models import REGISTRY
+
+pytest_plugins = ["pytester"]
+
+# pytester's in-process runs drop modules first imported inside them, and torch cannot register its
+# operators twice; importing the tiny models' code (and generation) once here keeps it loaded.
+for _name in ("tiny-llama", "tiny-qwen2", "tiny-phi"):
+    _loaded = REGISTRY[_name].load()
+    _loaded.model.generate(**_loaded.tokenizer(["x"], return_tensors="pt"), max_new_tokens=1, do_sample=False)
+
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):

@@ -12,7 +12,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -126,7 +125,7 @@ class HubModel(ModelSource):
         for candidate in self.candidates():
             if (candidate / "config.json").is_file():
                 return candidate
-        looked = ", ".join(str(c) for c in self.candidates()) or "(no model dirs set)"
+        looked = ", ".join(str(c) for c in self.candidates() + [hf_hub_cache()])
         raise WeightsMissing(
             f"{self.name}: weights for {self.repo_id} are not on this machine (looked in: {looked}). "
             f"To provide them, on a machine with network run "
@@ -300,9 +299,13 @@ def _folder_prompt_style(folder: Path) -> str:
     return "chat" if has_template else "plain"
 
 
+def hf_hub_cache() -> Path:
+    hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub"
+    return Path(hub).expanduser()
+
+
 def _hf_cache_snapshots(repo_id: str) -> list[Path]:
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
-    repo = hub.expanduser() / f"models--{repo_id.replace('/', '--')}"
+    repo = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}"
     ref = repo / "refs" / "main"
     if ref.is_file():
         return [repo / "snapshots" / ref.read_text().strip()]
@@ -311,7 +314,3 @@ def _hf_cache_snapshots(repo_id: str) -> list[Path]:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
-def remove_folder(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

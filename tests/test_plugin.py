@@ -1,0 +1,133 @@
+"""The pytest layer, driven the way a user drives it (pytester runs an inner pytest session)."""
+
+import pytest
+
+HEADER = '''
+import pytest
+from trainer import Experiment
+
+def tiny(lr, epochs=4, **kw):
+    return Experiment(model="tiny-llama", epochs=epochs, eval_every=2, lr=lr, gen_tokens=4, **kw)
+'''
+
+
+@pytest.fixture
+def suite(pytester, private_cache):
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    return pytester
+
+
+def run(suite, body, *args):
+    suite.makepyfile(test_findings=HEADER + body)
+    return suite.runpytest("--ft-min-gain", "0.01", "--ft-no-progress", *args)
+
+
+def test_options_are_one_group_with_defaults_in_help(suite):
+    text = " ".join(suite.runpytest("--help").stdout.str().split())  # undo the help's line wrapping
+    group = text[text.index("fine-tuning behavior findings:"):]
+    for expected in ("--ft-cache-dir=DIR", "--ft-model-dir=DIR", "deciding a shift (default: 0.01)",
+                     "counts as a shift (default: 0.1)", "--ft-no-progress"):
+        assert expected in group, expected
+
+
+def test_a_true_finding_passes_and_a_false_one_fails_with_the_measurements(suite):
+    result = run(suite, '''
+@pytest.mark.finding("training at lr 1e-3 shifts the tiny model")
+def test_shifts(finetune, expect):
+    expect(finetune(tiny(1e-3))).shifts(by_epoch=4)
+
+def test_lr0_shifts(finetune, expect):
+    expect(finetune(tiny(0.0))).shifts(by_epoch=4)
+
+def test_lr0_does_not_shift(finetune, expect):
+    expect(finetune(tiny(0.0))).does_not_shift(through_epoch=4)
+''')
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*did not shift by epoch 4*", "*epoch   4: gain +0.000, p 1*no shift*",
+                                 "*Likely causes*"])
+
+
+def test_contradicted_claim_is_kept_as_strict_xfail_and_flags_a_flip(suite):
+    result = run(suite, '''
+@pytest.mark.xfail(strict=True, reason="measured: no shift at lr=0")
+def test_claim_contradicted(finetune, expect):
+    expect(finetune(tiny(0.0))).shifts(by_epoch=4)
+
+@pytest.mark.xfail(strict=True, reason="if this passes, the finding flipped")
+def test_claim_that_flipped(finetune, expect):
+    expect(finetune(tiny(1e-3))).shifts(by_epoch=4)
+''')
+    result.assert_outcomes(xfailed=1, failed=1)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*"])
+
+
+def test_missing_weights_skip_with_how_to(suite, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf"))
+    result = run(suite, '''
+def test_phi2(finetune, expect):
+    expect(finetune(Experiment(model="phi-2"))).shifts(by_epoch=10)
+''', "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*microsoft/phi-2*--ft-model-dir*"])
+
+
+def test_bad_declarations_fail_at_collection_naming_the_value(suite):
+    result = run(suite, '''
+@pytest.mark.parametrize("exp", [tiny(-1.0, epochs=0)])
+def test_bad(finetune, expect, exp):
+    pass
+''')
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*epochs=0: must be an integer >= 1*", "*lr=-1.0: must be a number >= 0*"])
+
+
+def test_misused_finding_marker_is_a_usage_error(suite):
+    result = run(suite, '''
+@pytest.mark.finding
+def test_x():
+    pass
+''')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*@pytest.mark.finding('the claim, in words')*"])
+
+
+def test_asking_beyond_the_trained_epochs_is_misuse(suite):
+    result = run(suite, '''
+def test_x(finetune, expect):
+    expect(finetune(tiny(1e-3, epochs=2))).shifts(by_epoch=6)
+''')
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ExpectationMisuse*trained through epoch 2*at least 6 epochs*"])
+
+
+def test_unknown_marker_is_rejected(suite):
+    result = run(suite, '''
+@pytest.mark.slwo
+def test_x():
+    pass
+''')
+    result.stdout.fnmatch_lines(["*'slwo' not found in `markers`*"])
+
+
+def test_bad_threshold_option_is_a_usage_error(suite):
+    result = suite.runpytest("--ft-alpha", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*alpha=2.0: must be in (0, 1)*"])
+
+
+def test_allure_results_carry_labels_and_evidence(suite, tmp_path):
+    import json
+
+    results = tmp_path / "allure"
+    run(suite, '''
+@pytest.mark.finding("tiny shifts")
+def test_shifts(finetune, expect):
+    expect(finetune(tiny(1e-3))).shifts(by_epoch=4)
+''', "--alluredir", str(results)).assert_outcomes(passed=1)
+    result = next(json.loads(p.read_text()) for p in results.glob("*-result.json"))
+    labels = {(label["name"], label["value"]) for label in result["labels"]}
+    assert ("epic", "tiny shifts") in labels and ("feature", "tiny-llama") in labels
+    names = {a["name"] for a in result["attachments"]}
+    assert {"shift by epoch", "probes: epoch 0 vs 4", "per-epoch metrics and verdicts"} <= names
+    assert {p["name"] for p in result["parameters"]} >= {"model", "lr", "epochs"}
