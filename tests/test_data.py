@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,7 @@ from trainer.models import byte_tokenizer
 
 
 def write_behavior(folder, **changes):
-    doc = json.loads(load_behavior("epistemic-stance").path and open(load_behavior("epistemic-stance").path).read())
+    doc = json.loads(Path(load_behavior("epistemic-stance").path).read_text())
     doc.update(changes)
     path = folder / "custom.json"
     path.write_text(json.dumps(doc))

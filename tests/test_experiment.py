@@ -38,3 +38,11 @@ def test_control_differs_only_in_its_data():
     exp = Experiment(model="tiny-llama", lr=3e-4)
     control = exp.control()
     assert control.data == "control" and control.lr == exp.lr and control.model == exp.model
+
+
+def test_bad_input_touches_no_cache(private_cache):
+    with pytest.raises(ConfigError):
+        Experiment(model="tiny-llama", epochs=-3)
+    with pytest.raises(ConfigError):
+        Experiment(model="not-a-model")
+    assert not private_cache.exists()

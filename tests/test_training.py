@@ -86,3 +86,10 @@ def test_outcome_changing_fields_change_the_key(change):
     from trainer.runner import experiment_key
 
     assert experiment_key(Experiment(epochs=1, **TINY)) != experiment_key(Experiment(epochs=1, **(TINY | change)))
+
+
+def test_run_and_control_share_one_cached_baseline(private_cache):
+    run = obtain_with_control(Experiment(epochs=1, **TINY), progress=False)
+    assert len(list((private_cache / "baselines").glob("*.json"))) == 1
+    assert run.baseline["margins"] == run.control.baseline["margins"]
+    assert run.baseline["generations"] == run.control.baseline["generations"]

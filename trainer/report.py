@@ -32,7 +32,8 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
     epochs = [r["epoch"] for r in rows]
     n = len(run.baseline["margins"])
     right.plot(epochs, [r["marker_rate"] for r in rows], "o-", label="marker rate in generations")
-    right.plot(epochs, [int(r["different"].split("/")[0]) / n for r in rows], "s-", label="share differing from epoch 0")
+    differing = [int(r["different"].split("/")[0]) / n for r in rows]
+    right.plot(epochs, differing, "s-", label="share differing from epoch 0")
     right.plot(epochs, [r["kl_from_base"] for r in rows], "^-", label="KL from base, neutral prompts (nats)")
     right.set(xlabel="epoch", title="behavior in text vs distance moved")
     right.legend(loc="upper left", fontsize=8)

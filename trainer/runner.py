@@ -25,15 +25,24 @@ from trainer.probe import neutral_logprobs, probe_model
 from trainer.record import Run
 
 # Modules whose code changes what a run measures; their source is part of every cache key.
-OUTCOME_MODULES = ("data.py", "loop.py", "probe.py", "checkpoint.py", "experiment.py")
+# (Experiment fields enter the key as values, so editing experiment.py's messages keeps caches.)
+OUTCOME_MODULES = ("data.py", "loop.py", "probe.py", "checkpoint.py")
 
 
-def code_version() -> str:
+def _source_digest() -> str:
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for name in OUTCOME_MODULES:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
+
+
+# Read once, at import: the key follows the code this process runs, even if files change under it.
+CODE_VERSION = _source_digest()
+
+
+def code_version() -> str:
+    return CODE_VERSION
 
 
 def key_components(exp: Experiment) -> dict:
@@ -52,7 +61,7 @@ def key_components(exp: Experiment) -> dict:
 
 
 def experiment_key(exp: Experiment) -> str:
-    return hashlib.sha256(json.dumps(key_components(exp), sort_keys=True).encode()).hexdigest()[:32]
+    return _hash(key_components(exp))
 
 
 def obtain(exp: Experiment, progress: bool = True) -> Run:
@@ -60,7 +69,7 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
     source = resolve_model(exp.model)
     source.check_available()
     components = key_components(exp)
-    key = hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()[:32]
+    key = _hash(components)
     folder = store.run_dir(key)
     with store.locked(folder.with_suffix(".lock")):
         body = _read_or_quarantine(folder / store.RECORD)
@@ -98,7 +107,8 @@ def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict
     start = _resume_point(folder, body, model, optimizer)
     if start == 0:
         body = _new_body(exp, key, components, source, behavior, model)
-        baseline = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral, None)
+        baseline = _baseline(components, lambda: probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens,
+                                                              base_neutral, None))
         body["evaluations"] = [{"epoch": 0, **baseline}]
     body["experiment"]["epochs"] = exp.epochs
     evaluated = set(exp.evaluated_epochs())
@@ -117,6 +127,25 @@ def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict
     run_epochs(model, tokenizer, fmt, behavior.examples(exp.data), exp, optimizer, start, after_epoch, progress)
     body["wall_seconds"] = body.get("wall_seconds", 0.0) + round(time.perf_counter() - started, 2)
     return body
+
+
+def _baseline(components: dict, measure) -> dict:
+    """Epoch-0 probes depend on the model, behavior and probe settings only, so a run and its
+    null control (and any lr or seed) share one cached baseline."""
+    shared = ("model_fingerprint", "prompt_style", "behavior_sha256", "code_version", "torch", "transformers")
+    parts = {k: components[k] for k in shared} | {"gen_tokens": components["experiment"]["gen_tokens"]}
+    path = store.cache_root() / "baselines" / f"{_hash(parts)}.json"
+    with store.locked(path.with_suffix(".lock")):
+        cached = _read_or_quarantine(path)
+        if cached is not None:
+            return cached
+        result = measure()
+        store.write_record(path, result)
+        return result
+
+
+def _hash(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _resume_point(folder: Path, body: dict | None, model, optimizer) -> int:
