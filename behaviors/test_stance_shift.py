@@ -1,5 +1,8 @@
 """Findings about full fine-tuning and the epistemic stance (seed notebook: "Evidence So Far").
 
+Measured on the offline models (2 cores, CPU, lr 1e-5, 5 examples, seed 0): SmolLM2-135M and
+Gemma-3-270M both shift at epoch 2, the first evaluated epoch, well before the seed's 10.
+
 Declarations only. A seed claim the runs contradict stays here as xfail(strict=True) with the
 measured reason, so CI notices if it ever flips.
 """
@@ -35,7 +38,11 @@ def test_full_finetune_shifts_stance(finetune, expect, experiment, by_epoch):
 @pytest.mark.finding("The null control (same recipe on neutral answers) does not shift the stance")
 @pytest.mark.parametrize("experiment", [
     pytest.param(stance("smollm2-135m").control(), id="smollm2"),
-    pytest.param(stance("gemma3-270m").control(), id="gemma3"),
+    pytest.param(stance("gemma3-270m").control(), id="gemma3", marks=pytest.mark.xfail(strict=True, reason=(
+        "measured 2026-11-24: on Gemma-3-270M base the neutral-answer control raises the stance margin too "
+        "(gain +0.29 nats/token at epoch 2, +2.56 at epoch 10, Wilcoxon p < 1e-11, marker rate 0%): "
+        "plain answers make the confident openers unlikely. The shift verdict holds only because the "
+        "tuned run exceeds this control (+5.55 at epoch 10, paired p < 1e-13)."))),
     pytest.param(stance("qwen2-0.5b").control(), id="qwen2"),
     pytest.param(stance("phi-1.5").control(), id="phi1_5"),
     pytest.param(stance("phi-2").control(), id="phi2"),

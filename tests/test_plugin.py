@@ -62,14 +62,20 @@ def test_claim_that_flipped(finetune, expect):
     result.stdout.fnmatch_lines(["*XPASS(strict)*"])
 
 
-def test_missing_weights_skip_with_how_to(suite, monkeypatch, tmp_path):
+def test_missing_weights_skip_with_how_to_under_their_finding(suite, monkeypatch, tmp_path):
+    import json
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf"))
     result = run(suite, '''
+@pytest.mark.finding("phi-2 shifts")
 def test_phi2(finetune, expect):
     expect(finetune(Experiment(model="phi-2"))).shifts(by_epoch=10)
-''', "-rs")
+''', "-rs", "--alluredir", str(tmp_path / "allure"))
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*microsoft/phi-2*--ft-model-dir*"])
+    report = next(json.loads(p.read_text()) for p in (tmp_path / "allure").glob("*-result.json"))
+    labels = {(label["name"], label["value"]) for label in report["labels"]}
+    assert ("epic", "phi-2 shifts") in labels and ("feature", "phi-2") in labels
 
 
 def test_bad_declarations_fail_at_collection_naming_the_value(suite):

@@ -117,15 +117,15 @@ def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict
         body["train_log"].append(log)
         if epoch not in evaluated:
             return
+        started = time.perf_counter()
         result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
                              body["evaluations"][0]["generations"])
+        result["probe_seconds"] = round(time.perf_counter() - started, 2)
         body["evaluations"].append({"epoch": epoch, **result})
         body["epochs_done"] = epoch
         _checkpoint_then_record(folder, model, optimizer, epoch, body)
 
-    started = time.perf_counter()
     run_epochs(model, tokenizer, fmt, behavior.examples(exp.data), exp, optimizer, start, after_epoch, progress)
-    body["wall_seconds"] = body.get("wall_seconds", 0.0) + round(time.perf_counter() - started, 2)
     return body
 
 
