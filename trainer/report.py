@@ -18,7 +18,7 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     _plot_gain(left, run, "tuned", "tab:blue")
     if run.control is not None:
         _plot_gain(left, run.control, "null control", "tab:gray")
@@ -28,20 +28,29 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
     left.axhline(0, color="black", lw=0.5)
     left.set(xlabel="epoch", ylabel="stance margin gain vs epoch 0 (nats/token)", title=title)
     left.legend(loc="upper left", fontsize=8)
-    rows = RunSummary.of(run).rows
-    epochs = [r["epoch"] for r in rows]
-    n = len(run.baseline["margins"])
-    right.plot(epochs, [r["marker_rate"] for r in rows], "o-", label="marker rate in generations")
-    differing = [int(r["different"].split("/")[0]) / n for r in rows]
-    right.plot(epochs, differing, "s-", label="share differing from epoch 0")
-    right.plot(epochs, [r["kl_from_base"] for r in rows], "^-", label="KL from base, neutral prompts (nats)")
+    _plot_text_metrics(right, run, "", "-")
+    if run.control is not None:
+        _plot_text_metrics(right, run.control, " (control)", "--")
     right.set(xlabel="epoch", title="behavior in text vs distance moved")
-    right.legend(loc="upper left", fontsize=8)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
+    """Marker rate, share of greedy answers differing from epoch 0 (the seed's N/M), KL from base."""
+    rows = RunSummary.of(run).rows
+    epochs = [r["epoch"] for r in rows]
+    n = len(run.baseline["margins"])
+    differing = [int(r["different"].split("/")[0]) / n for r in rows]
+    axis.plot(epochs, [r["marker_rate"] for r in rows], "o" + style, color="tab:blue",
+              label="marker rate in generations" + suffix)
+    axis.plot(epochs, differing, "s" + style, color="tab:orange", label="share differing from epoch 0" + suffix)
+    axis.plot(epochs, [r["kl_from_base"] for r in rows], "^" + style, color="tab:green",
+              label="KL from base, neutral prompts (nats)" + suffix)
 
 
 def _plot_gain(axis, run: Run, label: str, color: str) -> None:
