@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def timed(command: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    return time.perf_counter() - started, done.returncode, (done.stdout + done.stderr)[-3000:]
+    # stdout last: pytest's summary line belongs at the end of the tail, after stderr's progress bars.
+    return time.perf_counter() - started, done.returncode, (done.stderr + done.stdout)[-3000:]
 
 
 def main() -> int:
