@@ -27,7 +27,8 @@ def test_options_are_one_group_with_defaults_in_help(suite):
     text = " ".join(suite.runpytest("--help").stdout.str().split())  # undo the help's line wrapping
     group = text[text.index("fine-tuning behavior findings:"):]
     for expected in ("--ft-cache-dir=DIR", "--ft-model-dir=DIR", "deciding a shift (default: 0.01)",
-                     "counts as a shift (default: 0.1)", "--ft-no-progress"):
+                     "counts as a shift (default: 0.1)", "--ft-no-progress",
+                     "--ft-min-marker-gain=SHARE", "--ft-differ-share=SHARE", "--ft-kl-floor=NATS"):
         assert expected in group, expected
 
 
@@ -137,3 +138,12 @@ def test_shifts(finetune, expect):
     names = {a["name"] for a in result["attachments"]}
     assert {"shift by epoch", "probes: epoch 0 vs 4", "per-epoch metrics and verdicts"} <= names
     assert {p["name"] for p in result["parameters"]} >= {"model", "lr", "epochs"}
+
+
+def test_unknown_metric_is_misuse(suite):
+    result = run(suite, '''
+def test_x(finetune, expect):
+    expect(finetune(tiny(1e-3, epochs=2))).shifts_first_in("vibes", before="markers", by_epoch=2)
+''')
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ExpectationMisuse: unknown metric(s)*vibes*known*margin*markers*differs*kl*"])

@@ -20,8 +20,13 @@ from trainer.record import Run
 
 @dataclass(frozen=True)
 class Thresholds:
+    """Every number that decides a verdict; each is a `--ft-*` option (see fixtures/plugin.py)."""
+
     alpha: float = 0.01
-    min_gain: float = 0.1
+    min_gain: float = 0.1  # nats/token of stance-margin gain over the baseline
+    min_marker_gain: float = 0.1  # rise in the share of generations that contain a stance marker
+    differ_share: float = 0.5  # the seed's rule: this share of greedy answers differs from epoch 0
+    kl_floor: float = 0.01  # nats: mean KL from the base model on neutral prompts
 
     def __post_init__(self) -> None:
         from trainer.errors import ConfigError
@@ -31,6 +36,11 @@ class Thresholds:
             problems.append(f"alpha={self.alpha!r}: must be in (0, 1), e.g. 0.01")
         if self.min_gain < 0:
             problems.append(f"min_gain={self.min_gain!r}: must be >= 0 nats/token, e.g. 0.1")
+        for name in ("min_marker_gain", "differ_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name}={getattr(self, name)!r}: must be a share in [0, 1]")
+        if self.kl_floor < 0:
+            problems.append(f"kl_floor={self.kl_floor!r}: must be >= 0 nats, e.g. 0.01")
         if problems:
             raise ConfigError("verdict thresholds", problems)
 

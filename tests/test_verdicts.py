@@ -1,0 +1,74 @@
+"""Verdict rules on hand-built records: each rule fires when, and only when, its conditions hold."""
+
+import numpy as np
+import pytest
+
+from trainer.errors import ConfigError
+from trainer.metric_onsets import metric_onsets, more_gained_than_lost
+from trainer.record import Run
+from trainer.verdict import Thresholds, judge_epoch
+
+N = 40
+RNG = np.random.default_rng(0)
+BASE = RNG.normal(0.0, 0.3, N)
+
+
+def evaluation(epoch, gain=0.0, noise=0.05, hits=0, differ=0, kl=0.0):
+    margins = BASE + gain + (RNG.normal(0, noise, N) if epoch else 0)
+    marker_hits = [i < hits for i in range(N)]
+    return {"epoch": epoch, "margins": margins.tolist(), "mean_margin": float(margins.mean()),
+            "marker_hits": marker_hits, "marker_rate": hits / N, "generations": ["x"] * N,
+            "differ_from_baseline": differ, "kl_from_base": kl}
+
+
+def make_run(*evaluations, control=None):
+    body = {"key": "k", "experiment": {"data": "train", "lr": 1e-5, "seed": 0, "method": {"kind": "full"}},
+            "model": {"name": "synthetic"}, "behavior": {"name": "b"}, "train_log": [],
+            "evaluations": [evaluation(0), *evaluations]}
+    return Run(body, through_epoch=body["evaluations"][-1]["epoch"], control=control)
+
+
+def test_no_change_is_no_shift():
+    verdict = judge_epoch(make_run(evaluation(2, gain=0.0, noise=0.0)), 2, Thresholds())
+    assert not verdict.shifted and verdict.p_value == 1.0
+
+
+def test_consistent_gain_above_the_floor_is_a_shift():
+    verdict = judge_epoch(make_run(evaluation(2, gain=0.5)), 2, Thresholds())
+    assert verdict.shifted and verdict.p_value < 1e-6 and verdict.gain == pytest.approx(0.5, abs=0.05)
+
+
+def test_significant_but_tiny_gain_is_not_a_shift():
+    verdict = judge_epoch(make_run(evaluation(2, gain=0.05, noise=0.01)), 2, Thresholds(min_gain=0.1))
+    assert verdict.p_value < 0.01 and not verdict.shifted
+
+
+def test_a_gain_the_control_shows_too_is_not_a_shift():
+    control = make_run(evaluation(2, gain=0.5))
+    verdict = judge_epoch(make_run(evaluation(2, gain=0.5), control=control), 2, Thresholds())
+    assert verdict.p_value < 0.01 and verdict.p_vs_control > 0.01 and not verdict.shifted
+
+
+def test_decreasing_margin_is_not_a_shift():
+    assert not judge_epoch(make_run(evaluation(2, gain=-0.5)), 2, Thresholds()).shifted
+
+
+def test_marker_rule_needs_more_probes_gaining_than_losing():
+    run = make_run(evaluation(2, gain=0.5, hits=2), evaluation(4, gain=0.6, hits=12))
+    markers = metric_onsets(run, Thresholds())["markers"]
+    assert [r.shifted for r in markers.readings] == [False, True] and markers.onset == 4
+    assert more_gained_than_lost(np.array([True] * 3), np.array([False] * 3)) == pytest.approx(1 / 8)
+
+
+def test_seed_rule_and_kl_fire_on_their_thresholds_only():
+    run = make_run(evaluation(2, differ=10, kl=0.001), evaluation(4, differ=30, kl=0.02))
+    onsets = metric_onsets(run, Thresholds(differ_share=0.5, kl_floor=0.01))
+    assert onsets["differs"].onset == 4 and onsets["kl"].onset == 4
+    assert onsets["margin"].onset is None and onsets["markers"].onset is None
+
+
+@pytest.mark.parametrize("bad", [dict(alpha=0), dict(alpha=1.5), dict(min_gain=-1), dict(differ_share=2),
+                                 dict(min_marker_gain=-0.1), dict(kl_floor=-1)])
+def test_bad_thresholds_are_named(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        Thresholds(**bad)
