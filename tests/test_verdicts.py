@@ -6,7 +6,7 @@ import pytest
 from trainer.errors import ConfigError
 from trainer.metric_onsets import metric_onsets, more_gained_than_lost
 from trainer.record import Run
-from trainer.verdict import Thresholds, judge_epoch
+from trainer.verdict import Thresholds, bootstrap_ci, judge_epoch
 
 N = 40
 RNG = np.random.default_rng(0)
@@ -72,3 +72,12 @@ def test_seed_rule_and_kl_fire_on_their_thresholds_only():
 def test_bad_thresholds_are_named(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         Thresholds(**bad)
+
+
+def test_bootstrap_interval_brackets_the_gain_and_is_reproducible():
+    verdict = judge_epoch(make_run(evaluation(2, gain=0.5, noise=0.2)), 2, Thresholds())
+    low, high = verdict.gain_ci
+    assert low < verdict.gain < high and high - low < 0.3
+    deltas = np.linspace(-1, 2, N)
+    assert bootstrap_ci(deltas) == bootstrap_ci(deltas)
+    assert bootstrap_ci(np.zeros(N)) == (0.0, 0.0)

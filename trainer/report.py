@@ -8,7 +8,7 @@ import io
 import numpy as np
 
 from trainer.record import Run, RunSummary
-from trainer.verdict import EpochVerdict
+from trainer.verdict import EpochVerdict, bootstrap_ci
 
 
 def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
@@ -54,14 +54,18 @@ def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
 
 
 def _plot_gain(axis, run: Run, label: str, color: str) -> None:
+    """Mean gain over probes per epoch with its 95% bootstrap interval."""
     base = np.asarray(run.baseline["margins"])
-    epochs, means, half = [], [], []
+    epochs, means, below, above = [], [], [], []
     for entry in run.evaluations:
         deltas = np.asarray(entry["margins"]) - base
+        low, high = bootstrap_ci(deltas)
         epochs.append(entry["epoch"])
         means.append(deltas.mean())
-        half.append(1.96 * deltas.std(ddof=1) / np.sqrt(len(deltas)))
-    axis.errorbar(epochs, means, yerr=half, marker="o", capsize=3, label=label, color=color)
+        below.append(deltas.mean() - low)
+        above.append(high - deltas.mean())
+    axis.errorbar(epochs, means, yerr=[below, above], marker="o", capsize=3, label=f"{label} (95% bootstrap CI)",
+                  color=color)
 
 
 def probe_table_html(run: Run, epoch: int) -> str:
@@ -86,11 +90,13 @@ def probe_table_html(run: Run, epoch: int) -> str:
 
 def epoch_table_csv(run: Run, verdicts: list[EpochVerdict]) -> str:
     by_epoch = {v.epoch: v for v in verdicts}
-    lines = ["epoch,train_loss,mean_margin,gain,p_value,p_vs_control,control_gain,shifted,marker_rate,different,kl"]
+    lines = ["epoch,train_loss,mean_margin,gain,gain_ci_low,gain_ci_high,p_value,p_vs_control,control_gain,shifted,"
+             "marker_rate,different,kl"]
     for row in RunSummary.of(run).rows:
         v = by_epoch.get(row["epoch"])
         cells = [row["epoch"], _fmt(row["loss"]), _fmt(row["mean_margin"]), _fmt(v and v.gain),
-                 _fmt(v and v.p_value), _fmt(v and v.p_vs_control), _fmt(v and v.control_gain),
+                 _fmt(v and v.gain_ci[0]), _fmt(v and v.gain_ci[1]), _fmt(v and v.p_value),
+                 _fmt(v and v.p_vs_control), _fmt(v and v.control_gain),
                  "" if v is None else v.shifted, _fmt(row["marker_rate"]), row["different"], _fmt(row["kl_from_base"])]
         lines.append(",".join(str(c) for c in cells))
     return "\n".join(lines) + "\n"

@@ -55,6 +55,7 @@ class EpochVerdict:
     control_gain: float | None
     p_vs_control: float | None
     n_probes: int
+    gain_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% bootstrap interval of the gain
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +66,15 @@ def one_sided_wilcoxon(deltas: np.ndarray) -> float:
     if not np.any(deltas != 0):
         return 1.0
     return float(stats.wilcoxon(deltas, alternative="greater").pvalue)
+
+
+def bootstrap_ci(deltas: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap interval of the mean change over probes; seeded, so a report reads the same twice."""
+    if len(deltas) < 2 or np.ptp(deltas) == 0:
+        return float(deltas.mean()), float(deltas.mean())
+    result = stats.bootstrap((deltas,), np.mean, n_resamples=2000, confidence_level=confidence,
+                             method="BCa", rng=np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def margin_deltas(run: Run, epoch: int) -> np.ndarray:
@@ -85,7 +95,8 @@ def judge_epoch(run: Run, epoch: int, thresholds: Thresholds) -> EpochVerdict:
         p_control = one_sided_wilcoxon(deltas - control_deltas)
         beyond_control = p_control < thresholds.alpha
     shifted = p_value < thresholds.alpha and gain >= thresholds.min_gain and beyond_control
-    return EpochVerdict(epoch, bool(shifted), gain, effect, p_value, control_gain, p_control, len(deltas))
+    return EpochVerdict(epoch, bool(shifted), gain, effect, p_value, control_gain, p_control, len(deltas),
+                        bootstrap_ci(deltas))
 
 
 def judge_run(run: Run, thresholds: Thresholds) -> list[EpochVerdict]:
