@@ -45,8 +45,8 @@ def test_lr0_does_not_shift(finetune, expect):
     expect(finetune(tiny(0.0))).does_not_shift(through_epoch=4)
 ''')
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*did not shift by epoch 4*", "*epoch   4: gain +0.000*CI +0.000, +0.000*, p 1*no shift*",
-                                 "*Likely causes*"])
+    result.stdout.fnmatch_lines(["*did not shift by epoch 4*",
+                                 "*epoch   4: gain +0.000*CI +0.000, +0.000*, p 1*no shift*", "*Likely causes*"])
 
 
 def test_contradicted_claim_is_kept_as_strict_xfail_and_flags_a_flip(suite):
