@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from trainer.data import PromptFormat, build_scoring_batch, load_behavior
+from trainer.data import PromptFormat, load_behavior, supervised_batch
 from trainer.models import resolve_model
 from trainer.probe import continuation_logprobs, marker_hits, mean_kl, neutral_logprobs
 
 
 def naive_logprobs(model, tokenizer, fmt, prompts, texts):
     """Reference: score every prompt+continuation as one right-padded sequence."""
-    batch = build_scoring_batch(tokenizer, fmt, [(p, t) for p in prompts for t in texts])
+    batch = supervised_batch(tokenizer, fmt, [(p, t) for p in prompts for t in texts], eos=False)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
     labels = batch["labels"][:, 1:]

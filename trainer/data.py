@@ -176,21 +176,16 @@ def pad_id(tokenizer) -> int:
 
 
 def build_training_batch(tokenizer, fmt: PromptFormat, examples: list[Example]) -> dict[str, torch.Tensor]:
-    """Right-padded input ids with loss only on response tokens (+ EOS), the usual SFT masking."""
-    rows = []
-    for example in examples:
-        prompt = fmt.prompt_ids(tokenizer, example.prompt)
-        response = fmt.continuation_ids(tokenizer, example.response) + [tokenizer.eos_token_id]
-        rows.append((prompt + response, [IGNORE_INDEX] * len(prompt) + response))
-    return _right_pad(rows, pad_id(tokenizer))
+    """Loss only on response tokens (+ EOS), the usual SFT masking."""
+    return supervised_batch(tokenizer, fmt, [(e.prompt, e.response) for e in examples], eos=True)
 
 
-def build_scoring_batch(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-    """(prompt, continuation) pairs; labels mark only the continuation, to score its log-likelihood."""
+def supervised_batch(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]], eos: bool) -> dict[str, torch.Tensor]:
+    """Right-padded (prompt, continuation) rows whose labels mark only the continuation (and EOS if asked)."""
     rows = []
     for prompt, continuation in pairs:
         p = fmt.prompt_ids(tokenizer, prompt)
-        c = fmt.continuation_ids(tokenizer, continuation)
+        c = fmt.continuation_ids(tokenizer, continuation) + ([tokenizer.eos_token_id] if eos else [])
         rows.append((p + c, [IGNORE_INDEX] * len(p) + c))
     return _right_pad(rows, pad_id(tokenizer))
 
