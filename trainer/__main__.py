@@ -18,8 +18,8 @@ def list_models() -> int:
         try:
             source.check_available()
             status = "available"
-        except WeightsMissing as missing:
-            status = f"missing: {str(missing).split(';')[0].split('(looked')[0].strip()}"
+        except WeightsMissing:
+            status = "missing (pytest -rs, or README 'Adding weights', says how to provide them)"
         params = f"{source.published_params:,}" if source.published_params else "-"
         print(f"{name:14} {type(source).__name__:11} {params:>15}  {status}")
     return 0

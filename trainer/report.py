@@ -42,14 +42,14 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
 
 def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
     """Marker rate, share of greedy answers differing from epoch 0 (the seed's N/M), KL from base."""
-    rows = RunSummary.of(run).rows
-    epochs = [r["epoch"] for r in rows]
-    n = len(run.baseline["margins"])
-    differing = [int(r["different"].split("/")[0]) / n for r in rows]
-    axis.plot(epochs, [r["marker_rate"] for r in rows], "o" + style, color="tab:blue",
+    evaluations = run.evaluations
+    epochs = [e["epoch"] for e in evaluations]
+    n = len(run.baseline["generations"])
+    axis.plot(epochs, [e["marker_rate"] for e in evaluations], "o" + style, color="tab:blue",
               label="marker rate in generations" + suffix)
-    axis.plot(epochs, differing, "s" + style, color="tab:orange", label="share differing from epoch 0" + suffix)
-    axis.plot(epochs, [r["kl_from_base"] for r in rows], "^" + style, color="tab:green",
+    axis.plot(epochs, [e["differ_from_baseline"] / n for e in evaluations], "s" + style, color="tab:orange",
+              label="share differing from epoch 0" + suffix)
+    axis.plot(epochs, [e["kl_from_base"] for e in evaluations], "^" + style, color="tab:green",
               label="KL from base, neutral prompts (nats)" + suffix)
 
 

@@ -4,8 +4,9 @@ At epoch e, for each probe i: delta_i = margin_i(e) - margin_i(0). The behavior 
   1. a one-sided Wilcoxon signed-rank test says the deltas are > 0 (p < alpha),
   2. the mean delta (gain, nats per token) is at least `min_gain`, and
   3. when a null control ran, the deltas exceed the control's deltas at the same epoch (paired, p < alpha).
-The onset epoch is the first evaluated epoch after the baseline where all three hold.
-(Correction for testing many epochs, seeds and bootstrap intervals are the inertia issue's work.)
+The onset epoch is the first evaluated epoch after the baseline where all three hold. Each epoch
+also carries a 95% bootstrap interval of the gain (reported, not used in the decision).
+(Correction for testing many epochs and statistics over seeds are the inertia issue's work.)
 """
 
 from __future__ import annotations
