@@ -81,3 +81,39 @@ def test_bootstrap_interval_brackets_the_gain_and_is_reproducible():
     deltas = np.linspace(-1, 2, N)
     assert bootstrap_ci(deltas) == bootstrap_ci(deltas)
     assert bootstrap_ci(np.zeros(N)) == (0.0, 0.0)
+
+
+def test_a_gain_no_larger_than_the_controls_is_no_shift_even_when_consistent():
+    control = make_run(evaluation(2, gain=0.45, noise=0.01))
+    verdict = judge_epoch(make_run(evaluation(2, gain=0.5, noise=0.01), control=control), 2, Thresholds())
+    assert verdict.p_vs_control < 1e-6, "the paired test alone would call this a shift"
+    assert not verdict.shifted, "gain beyond the control (0.05) is below the 0.1 floor"
+
+
+def test_each_look_is_tested_at_alpha_over_the_number_of_looks():
+    deltas = np.array([0.6 + 0.001 * i for i in range(21)] + [-0.4 - 0.001 * i for i in range(19)])
+    weak = make_run({**evaluation(2), "margins": (BASE + deltas).tolist()})  # mean +0.125, p = 0.0013
+    single = judge_epoch(weak, 2, Thresholds(alpha=0.01), looks=1)
+    corrected = judge_epoch(weak, 2, Thresholds(alpha=0.01), looks=10)
+    assert 0.001 < single.p_value < 0.01 and corrected.p_value == single.p_value
+    assert single.shifted and single.alpha_per_look == 0.01
+    assert not corrected.shifted and corrected.alpha_per_look == 0.001
+
+
+def test_a_majority_of_seeds_decides():
+    from trainer.verdict import judge_seeds
+
+    shifted, flat = make_run(evaluation(2, gain=0.5)), make_run(evaluation(2, gain=0.0, noise=0.0))
+    assert judge_seeds([shifted, shifted, flat], 2, Thresholds(), looks=1).shifted
+    assert not judge_seeds([shifted, flat, flat], 2, Thresholds(), looks=1).shifted
+    assert not judge_seeds([shifted, flat], 2, Thresholds(), looks=1).shifted, "a tie is not a majority"
+
+
+def test_onset_interval_brackets_a_clear_onset_and_is_open_without_one():
+    from trainer.verdict import onset_interval
+
+    runs = [make_run(evaluation(1, gain=0.0, noise=0.0), evaluation(2, gain=0.6), evaluation(3, gain=0.9))
+            for _ in range(3)]
+    assert onset_interval(runs, [1, 2, 3], Thresholds(), looks=3) == (2.0, 2.0)
+    flat = [make_run(evaluation(1, gain=0.0, noise=0.0)) for _ in range(3)]
+    assert onset_interval(flat, [1], Thresholds(), looks=1) == (float("inf"), float("inf"))

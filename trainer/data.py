@@ -47,6 +47,15 @@ class Behavior:
         return self.train if split == "train" else self.control
 
 
+def training_examples(behavior: Behavior, split: str, seed: int) -> tuple[Example, ...]:
+    """The rows a run trains on: as written for seed 0, else a seeded bootstrap resample (see Experiment)."""
+    rows = behavior.examples(split)
+    if seed == 0:
+        return rows
+    picks = torch.randint(len(rows), (len(rows),), generator=torch.Generator().manual_seed(seed))
+    return tuple(rows[i] for i in picks.tolist())
+
+
 def behavior_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get(BEHAVIOR_DIRS_ENV, "").split(os.pathsep) if p]
     return extra + [DEFAULT_BEHAVIOR_DIR]

@@ -29,6 +29,13 @@ class Experiment:
     `epochs` is deliberately not part of the cache key: a longer request resumes a shorter
     cached run of the same experiment (the learning rate is constant, so the first N epochs
     of a long run are the N epochs of a short one).
+
+    `seed` 0 trains on the examples as written (the notebook's recipe). With five examples in one
+    full batch, a seed that only reordered them would change nothing, so seeds >= 1 train on a
+    seeded bootstrap resample of the examples (same count, drawn with replacement): replicate
+    runs then vary in what they learn from, which is the variation a finding must survive.
+    `generate=False` skips greedy generation at evaluated epochs (margins and KL only), which
+    halves the probe time of replicate seeds whose verdict reads the margins alone.
     """
 
     model: str
@@ -43,6 +50,7 @@ class Experiment:
     seed: int = 0
     data: DataSplit = "train"
     gen_tokens: int = 24
+    generate: bool = True
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -67,6 +75,7 @@ class Experiment:
             (self.data in DATA_SPLITS, f"data={self.data!r}: must be one of {list(DATA_SPLITS)}"),
             (_is_int(self.gen_tokens) and 1 <= self.gen_tokens <= 256,
              f"gen_tokens={self.gen_tokens!r}: must be an integer in [1, 256]"),
+            (isinstance(self.generate, bool), f"generate={self.generate!r}: must be True or False"),
             (isinstance(self.method, Full), f"method={self.method!r}: must be Full() (LoRA and unfreezing come later)"),
         ]
         return [message for ok, message in checks if not ok]
@@ -96,6 +105,9 @@ class Experiment:
 
     def with_epochs(self, epochs: int) -> Experiment:
         return dataclasses.replace(self, epochs=epochs)
+
+    def with_seed(self, seed: int, generate: bool | None = None) -> Experiment:
+        return dataclasses.replace(self, seed=seed, generate=self.generate if generate is None else generate)
 
     def evaluated_epochs(self) -> list[int]:
         """Epoch 0 (baseline), every `eval_every`-th epoch, and always the last one."""

@@ -112,24 +112,29 @@ def marker_hits(generations: list[str], markers: tuple[str, ...]) -> list[bool]:
 
 
 def probe_model(model, tokenizer, fmt: PromptFormat, behavior: Behavior, gen_tokens: int,
-                base_neutral: list[torch.Tensor], baseline_generations: list[str] | None) -> dict:
-    """Every probe for one evaluated epoch, as a JSON-ready dict."""
+                base_neutral: list[torch.Tensor], baseline_generations: list[str] | None,
+                generate: bool = True) -> dict:
+    """Every probe for one evaluated epoch, as a JSON-ready dict (text probes only when `generate`)."""
     was_training = model.training
     model.eval()
     try:
         margins = loglik_margins(model, tokenizer, fmt, behavior)
-        generations = greedy_generations(model, tokenizer, fmt, list(behavior.probes), gen_tokens)
         kl = mean_kl(base_neutral, neutral_logprobs(model, tokenizer, list(behavior.neutral_prompts)))
+        generations = greedy_generations(model, tokenizer, fmt, list(behavior.probes), gen_tokens) if generate else None
     finally:
         model.train(was_training)
-    hits = marker_hits(generations, behavior.markers)
+    result = {"margins": margins, "mean_margin": sum(margins) / len(margins), "kl_from_base": kl}
+    if generations is not None:
+        result |= text_probes(generations, behavior.markers, baseline_generations)
+    return result
+
+
+def text_probes(generations: list[str], markers: tuple[str, ...], baseline_generations: list[str] | None) -> dict:
+    hits = marker_hits(generations, markers)
     reference = baseline_generations if baseline_generations is not None else generations
     return {
-        "margins": margins,
-        "mean_margin": sum(margins) / len(margins),
         "generations": generations,
         "marker_hits": hits,
         "marker_rate": sum(hits) / len(hits),
         "differ_from_baseline": sum(g != r for g, r in zip(generations, reference)),
-        "kl_from_base": kl,
     }

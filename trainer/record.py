@@ -66,6 +66,7 @@ class RunSummary:
         n = len(run.baseline["margins"])
         return cls([{
             "epoch": e["epoch"], "loss": losses.get(e["epoch"]), "mean_margin": e["mean_margin"],
-            "marker_rate": e["marker_rate"], "different": f"{e['differ_from_baseline']}/{n}",
+            "marker_rate": e.get("marker_rate"),
+            "different": f"{e['differ_from_baseline']}/{n}" if "differ_from_baseline" in e else None,
             "kl_from_base": e["kl_from_base"],
         } for e in run.evaluations])

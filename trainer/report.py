@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 
+from trainer.probe import text_probes
 from trainer.record import Run, RunSummary
 from trainer.verdict import EpochVerdict, bootstrap_ci
 
@@ -44,11 +45,12 @@ def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
     """Marker rate, share of greedy answers differing from epoch 0 (the seed's N/M), KL from base."""
     evaluations = run.evaluations
     epochs = [e["epoch"] for e in evaluations]
+    texts = [e for e in evaluations if "marker_rate" in e]  # runs with generate=False have none after epoch 0
     n = len(run.baseline["generations"])
-    axis.plot(epochs, [e["marker_rate"] for e in evaluations], "o" + style, color="tab:blue",
+    axis.plot([e["epoch"] for e in texts], [e["marker_rate"] for e in texts], "o" + style, color="tab:blue",
               label="marker rate in generations" + suffix)
-    axis.plot(epochs, [e["differ_from_baseline"] / n for e in evaluations], "s" + style, color="tab:orange",
-              label="share differing from epoch 0" + suffix)
+    axis.plot([e["epoch"] for e in texts], [e["differ_from_baseline"] / n for e in texts], "s" + style,
+              color="tab:orange", label="share differing from epoch 0" + suffix)
     axis.plot(epochs, [e["kl_from_base"] for e in evaluations], "^" + style, color="tab:green",
               label="KL from base, neutral prompts (nats)" + suffix)
 
@@ -72,6 +74,8 @@ def probe_table_html(run: Run, epoch: int) -> str:
     """Baseline vs tuned, per held-out probe: margins, marker hits and the greedy answers."""
     base, tuned = run.baseline, run.evaluation(epoch)
     prompts = run.body.get("probes") or [f"probe {i}" for i in range(len(base["margins"]))]
+    if "generations" not in tuned:  # generate=False: margins only
+        tuned = tuned | text_probes([""] * len(prompts), (), base["generations"])
     rows = "".join(
         f"<tr><td>{html.escape(p)}</td><td>{bm:+.3f}</td><td>{tm:+.3f}</td><td>{tm - bm:+.3f}</td>"
         f"<td>{html.escape(bg)}</td><td>{html.escape(tg)}</td><td>{'✔' if th else ''}</td>"
@@ -97,8 +101,22 @@ def epoch_table_csv(run: Run, verdicts: list[EpochVerdict]) -> str:
         cells = [row["epoch"], _fmt(row["loss"]), _fmt(row["mean_margin"]), _fmt(v and v.gain),
                  _fmt(v and v.gain_ci[0]), _fmt(v and v.gain_ci[1]), _fmt(v and v.p_value),
                  _fmt(v and v.p_vs_control), _fmt(v and v.control_gain),
-                 "" if v is None else v.shifted, _fmt(row["marker_rate"]), row["different"], _fmt(row["kl_from_base"])]
+                 "" if v is None else v.shifted, _fmt(row["marker_rate"]), row["different"] or "",
+                 _fmt(row["kl_from_base"])]
         lines.append(",".join(str(c) for c in cells))
+    return "\n".join(lines) + "\n"
+
+
+def seed_verdicts_csv(decision) -> str:
+    """One row per look and seed: what each replicate measured and how the majority came out."""
+    lines = ["epoch,seed,gain,gain_ci_low,gain_ci_high,p_value,control_gain,p_vs_control,alpha_per_look,"
+             "seed_shifted,majority_shifted"]
+    for look in decision.verdicts:
+        for run, v in zip(decision.runs, look.per_seed):
+            cells = [look.epoch, run.experiment["seed"], _fmt(v.gain), _fmt(v.gain_ci[0]), _fmt(v.gain_ci[1]),
+                     _fmt(v.p_value), _fmt(v.control_gain), _fmt(v.p_vs_control), _fmt(v.alpha_per_look),
+                     v.shifted, look.shifted]
+            lines.append(",".join(str(c) for c in cells))
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from trainer import store
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.data import PromptFormat, load_behavior
+from trainer.data import PromptFormat, load_behavior, training_examples
 from trainer.errors import CacheCorrupt
 from trainer.experiment import Experiment
 from trainer.loop import make_optimizer, run_epochs
@@ -87,6 +87,18 @@ def obtain_with_control(exp: Experiment, progress: bool = True) -> Run:
     return run
 
 
+def record_decision(run: Run, entry: dict) -> None:
+    """Note on a run's record how a question about it was decided (e.g. 'stopped early at epoch 2 of 10')."""
+    folder = Path(run.path)
+    with store.locked(folder.with_suffix(".lock")):
+        body = _read_or_quarantine(folder / store.RECORD)
+        if body is None:
+            return
+        kept = [d for d in body.get("decisions", []) if d["question"] != entry["question"]]
+        body["decisions"] = kept + [entry]
+        store.write_record(folder / store.RECORD, body)
+
+
 def _read_or_quarantine(path: Path) -> dict | None:
     try:
         return store.read_record(path)
@@ -119,13 +131,14 @@ def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict
             return
         started = time.perf_counter()
         result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
-                             body["evaluations"][0]["generations"])
+                             body["evaluations"][0]["generations"], exp.generate)
         result["probe_seconds"] = round(time.perf_counter() - started, 2)
         body["evaluations"].append({"epoch": epoch, **result})
         body["epochs_done"] = epoch
         _checkpoint_then_record(folder, model, optimizer, epoch, body)
 
-    run_epochs(model, tokenizer, fmt, behavior.examples(exp.data), exp, optimizer, start, after_epoch, progress)
+    examples = training_examples(behavior, exp.data, exp.seed)
+    run_epochs(model, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, progress)
     return body
 
 

@@ -1,12 +1,20 @@
 """Did the behavior shift? A paired test over held-out probes, an effect-size floor, and a null control.
 
-At epoch e, for each probe i: delta_i = margin_i(e) - margin_i(0). The behavior has shifted at e when
-  1. a one-sided Wilcoxon signed-rank test says the deltas are > 0 (p < alpha),
+At epoch e, for each probe i: delta_i = margin_i(e) - margin_i(0). One seed's run has shifted at e when
+  1. a one-sided Wilcoxon signed-rank test says the deltas are > 0 (p < alpha / looks),
   2. the mean delta (gain, nats per token) is at least `min_gain`, and
-  3. when a null control ran, the deltas exceed the control's deltas at the same epoch (paired, p < alpha).
-The onset epoch is the first evaluated epoch after the baseline where all three hold. Each epoch
-also carries a 95% bootstrap interval of the gain (reported, not used in the decision).
-(Correction for testing many epochs and statistics over seeds are the inertia issue's work.)
+  3. when a null control ran, the deltas exceed the control's at the same epoch (paired Wilcoxon,
+     p < alpha / looks) AND the gain beyond the control is itself at least `min_gain`.
+`looks` is the number of evaluated epochs the question may inspect (Bonferroni): stopping at the
+first significant look then keeps the chance of any false alarm over all looks below alpha.
+Condition 3's effect floor is there because probes are not independent replications of a run:
+two placebo runs differ on most probes by a little, which a paired test over 44 probes calls
+significant; only an effect floor keeps placebo-vs-placebo comparisons quiet (measured: see README).
+
+Over several seeds (replicate runs, see Experiment.seed) the experiment has shifted at e when a
+majority of seeds has. The onset is the first such evaluated epoch. Each epoch carries a 95% BCa
+bootstrap interval of the gain; the onset carries a percentile interval from a hierarchical
+bootstrap (seeds, then probes) that re-applies the whole rule to every resample.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ class EpochVerdict:
     p_vs_control: float | None
     n_probes: int
     gain_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% bootstrap interval of the gain
+    alpha_per_look: float = float("nan")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +91,11 @@ def margin_deltas(run: Run, epoch: int) -> np.ndarray:
     return np.asarray(run.evaluation(epoch)["margins"]) - np.asarray(run.baseline["margins"])
 
 
-def judge_epoch(run: Run, epoch: int, thresholds: Thresholds) -> EpochVerdict:
+def judge_epoch(run: Run, epoch: int, thresholds: Thresholds, looks: int = 1,
+                control: Run | None = None) -> EpochVerdict:
+    """One seed at one epoch; `control` defaults to the run's own null control (if it has one)."""
+    control = control if control is not None else run.control
+    alpha = thresholds.alpha / looks
     deltas = margin_deltas(run, epoch)
     p_value = one_sided_wilcoxon(deltas)
     gain = float(deltas.mean())
@@ -90,19 +103,82 @@ def judge_epoch(run: Run, epoch: int, thresholds: Thresholds) -> EpochVerdict:
     effect = gain / spread if spread > 0 else 0.0
     control_gain = p_control = None
     beyond_control = True
-    if run.control is not None:
-        control_deltas = margin_deltas(run.control, epoch)
+    if control is not None:
+        control_deltas = margin_deltas(control, epoch)
         control_gain = float(control_deltas.mean())
         p_control = one_sided_wilcoxon(deltas - control_deltas)
-        beyond_control = p_control < thresholds.alpha
-    shifted = p_value < thresholds.alpha and gain >= thresholds.min_gain and beyond_control
+        beyond_control = p_control < alpha and gain - control_gain >= thresholds.min_gain
+    shifted = p_value < alpha and gain >= thresholds.min_gain and beyond_control
     return EpochVerdict(epoch, bool(shifted), gain, effect, p_value, control_gain, p_control, len(deltas),
-                        bootstrap_ci(deltas))
+                        bootstrap_ci(deltas), alpha)
 
 
-def judge_run(run: Run, thresholds: Thresholds) -> list[EpochVerdict]:
-    return [judge_epoch(run, epoch, thresholds) for epoch in run.evaluated_epochs[1:]]
+def judge_run(run: Run, thresholds: Thresholds, looks: int | None = None) -> list[EpochVerdict]:
+    """Every evaluated epoch of one run; `looks` defaults to all of them (the Bonferroni count)."""
+    epochs = run.evaluated_epochs[1:]
+    return [judge_epoch(run, epoch, thresholds, looks or len(epochs)) for epoch in epochs]
 
 
-def onset_epoch(verdicts: list[EpochVerdict]) -> int | None:
+def onset_epoch(verdicts: list) -> int | None:
     return next((v.epoch for v in verdicts if v.shifted), None)
+
+
+@dataclass(frozen=True)
+class SeedsVerdict:
+    """One epoch over every seed: shifted when a majority of the seeds' runs has."""
+
+    epoch: int
+    per_seed: tuple[EpochVerdict, ...]
+
+    @property
+    def shifted_seeds(self) -> int:
+        return sum(v.shifted for v in self.per_seed)
+
+    @property
+    def shifted(self) -> bool:
+        return self.shifted_seeds * 2 > len(self.per_seed)
+
+    @property
+    def mean_gain(self) -> float:
+        return float(np.mean([v.gain for v in self.per_seed]))
+
+
+def judge_seeds(runs: list[Run], epoch: int, thresholds: Thresholds, looks: int) -> SeedsVerdict:
+    return SeedsVerdict(epoch, tuple(judge_epoch(run, epoch, thresholds, looks) for run in runs))
+
+
+def onset_interval(runs: list[Run], epochs: list[int], thresholds: Thresholds, looks: int,
+                   resamples: int = 1000, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the onset epoch: resample seeds, then probes, and re-apply the whole
+    rule (vectorised Wilcoxon, normal approximation because resampled probes tie). `inf` = no onset."""
+    rng = np.random.default_rng(0)
+    n_probes = len(runs[0].baseline["margins"])
+    picks = rng.integers(n_probes, size=(resamples, n_probes))
+    seed_picks = rng.integers(len(runs), size=(resamples, len(runs)))
+    onsets = np.full(resamples, np.inf)
+    for epoch in reversed(epochs):  # the last epoch written wins, so onsets end as the first shifted epoch
+        shifted = np.stack([_shifted_resampled(run, epoch, picks, thresholds, looks) for run in runs])
+        majority = shifted[seed_picks, np.arange(resamples)[:, None]].sum(axis=1) * 2 > len(runs)
+        onsets[majority] = epoch
+    low, high = np.quantile(onsets, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def _shifted_resampled(run: Run, epoch: int, picks: np.ndarray, thresholds: Thresholds, looks: int) -> np.ndarray:
+    alpha = thresholds.alpha / looks
+    deltas = margin_deltas(run, epoch)[picks]
+    gains = deltas.mean(axis=1)
+    shifted = (_wilcoxon_rows(deltas) < alpha) & (gains >= thresholds.min_gain)
+    if run.control is not None:
+        beyond = deltas - margin_deltas(run.control, epoch)[picks]
+        shifted &= (_wilcoxon_rows(beyond) < alpha) & (beyond.mean(axis=1) >= thresholds.min_gain)
+    return shifted
+
+
+def _wilcoxon_rows(deltas: np.ndarray) -> np.ndarray:
+    p_values = np.ones(len(deltas))
+    moving = np.any(deltas != 0, axis=1)
+    if moving.any():
+        p_values[moving] = stats.wilcoxon(deltas[moving], axis=1, alternative="greater", method="approx",
+                                          zero_method="zsplit").pvalue
+    return p_values

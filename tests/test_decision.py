@@ -1,0 +1,55 @@
+"""Early decision over replicate seeds, on tiny models: stop once decided, same answer, resumable."""
+
+from trainer import Experiment
+from trainer.data import load_behavior, training_examples
+from trainer.decision import Trial, first_shift
+from trainer.runner import obtain
+from trainer.verdict import Thresholds, judge_seeds
+
+TINY = dict(model="tiny-llama", eval_every=2, lr=1e-3, gen_tokens=4, epochs=6)
+LOOSE = Thresholds(min_gain=0.01)
+
+
+def test_a_shift_stops_training_at_the_deciding_look_and_the_record_says_so():
+    trial = Trial(Experiment(**TINY), seeds=3, progress=False)
+    decision = first_shift(trial, 6, LOOSE, "shift by epoch 6")
+    assert decision.onset == 2 and decision.trained_through == 2 and decision.stopped_early
+    for run in decision.runs:
+        record = obtain(Experiment(**{**TINY, "seed": run.experiment["seed"],
+                                      "generate": run.experiment["generate"]}).with_epochs(2), progress=False)
+        assert record.body["epochs_done"] == 2, "trained past the deciding epoch"
+        note = record.body["decisions"][-1]
+        assert note["stopped_early"] and note["trained_through"] == 2 and "not trained" in note["summary"]
+
+
+def test_early_decision_gives_the_answer_full_training_gives():
+    trial = Trial(Experiment(**TINY), seeds=3, progress=False)
+    early = first_shift(trial, 6, LOOSE, "q")
+    runs = trial.runs(6)  # now train everything and judge every look
+    full = [judge_seeds(runs, epoch, LOOSE, looks=3) for epoch in (2, 4, 6)]
+    assert early.onset == next(v.epoch for v in full if v.shifted)
+
+
+def test_a_question_that_needs_more_epochs_resumes_the_cached_runs(capsys):
+    trial = Trial(Experiment(**{**TINY, "data": "control"}), seeds=2, progress=False)
+    first_shift(trial, 2, LOOSE, "no shift through 2")
+    capsys.readouterr()
+    decision = first_shift(trial, 6, Thresholds(min_gain=10.0), "no shift through 6")
+    assert decision.onset is None and decision.trained_through == 6 and not decision.stopped_early
+    assert capsys.readouterr().err.count("resuming tiny-llama from cached epoch 2") == 2
+
+
+def test_replicate_seeds_resample_the_examples_and_seed_0_keeps_them_as_written():
+    behavior = load_behavior("epistemic-stance")
+    assert training_examples(behavior, "train", 0) == behavior.train
+    resamples = {training_examples(behavior, "train", seed) for seed in range(1, 6)}
+    assert len(resamples) == 5 and all(len(r) == len(behavior.train) for r in resamples)
+    assert all(set(r) <= set(behavior.train) for r in resamples)
+    assert training_examples(behavior, "train", 3) == training_examples(behavior, "train", 3)
+
+
+def test_replicate_runs_differ_and_skip_generation():
+    runs = Trial(Experiment(**TINY), seeds=2, progress=False).runs(2)
+    assert runs[0].evaluation(2)["margins"] != runs[1].evaluation(2)["margins"]
+    assert "generations" in runs[0].evaluation(2) and "generations" not in runs[1].evaluation(2)
+    assert "generations" in runs[1].baseline, "the shared baseline always carries text"
