@@ -84,3 +84,18 @@ def test_pickle_only_folder_is_refused(tmp_path):
 def test_folder_without_config_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="config.json"):
         resolve_model(str(tmp_path))
+
+
+def test_size_ladder_keeps_the_first_layers_and_the_tail_and_still_generates():
+    from trainer.models import LayerSubset
+
+    assert LayerSubset("x", base="smollm2-135m", keep=22).kept_layers(30) == [*range(5), *range(13, 30)]
+    assert LayerSubset("x", base="smollm2-135m", keep=3).kept_layers(30) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="keep=31: must be in"):
+        LayerSubset("x", base="smollm2-135m", keep=31).kept_layers(30)
+    small = LayerSubset("tiny-1l", base="tiny-llama", keep=1, head=0)
+    loaded = small.load()
+    assert len(loaded.model.model.layers) == 1 and loaded.model.config.num_hidden_layers == 1
+    out = loaded.model.generate(**loaded.tokenizer(["ab"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > 3
+    assert small.fingerprint() != REGISTRY["tiny-llama"].fingerprint()

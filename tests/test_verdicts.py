@@ -117,3 +117,38 @@ def test_onset_interval_brackets_a_clear_onset_and_is_open_without_one():
     assert onset_interval(runs, [1, 2, 3], Thresholds(), looks=3) == (2.0, 2.0)
     flat = [make_run(evaluation(1, gain=0.0, noise=0.0)) for _ in range(3)]
     assert onset_interval(flat, [1], Thresholds(), looks=1) == (float("inf"), float("inf"))
+
+
+def test_placebo_pairs_that_differ_only_a_little_are_not_false_alarms_but_real_gaps_are():
+    from trainer.error_rates import false_positive_rate, power
+
+    nulls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.30, 0.33, 0.36)]
+    quiet = false_positive_rate(nulls, [2], Thresholds())
+    assert quiet.trials == 6 and quiet.hits == 0, "placebo gaps of 0.03-0.06 nats are below the 0.1 floor"
+    gapped = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.0, 0.5)]
+    assert false_positive_rate(gapped, [2], Thresholds()).hits == 1, "a 0.5 gap fires in one direction"
+    treated = [make_run(evaluation(2, gain=0.6), control=nulls[0]), make_run(evaluation(2, gain=0.3), control=nulls[1])]
+    rate = power(treated, [2, 4], Thresholds())
+    assert (rate.hits, rate.trials) == (1, 2) and rate.interval()[0] < 0.5 < rate.interval()[1]
+
+
+def test_inertia_fits_prefer_the_form_that_generated_the_onsets():
+    from trainer.inertia import InertiaCurve, OnsetPoint
+
+    def curve(onset_of):
+        sizes = [1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9]
+        return InertiaCurve(tuple(OnsetPoint(f"m{i}", int(n), 1e-5, onset_of(n), (0, 0), 20, 3)
+                                  for i, n in enumerate(sizes)), ())
+
+    log_curve = curve(lambda n: round(2 * np.log10(n / 1e8)) + 1)
+    fits = log_curve.fits()
+    assert fits["log-linear"].aic + 2 <= fits["linear"].aic and fits["log-linear"].slope > 0
+    rho, p = log_curve.spearman()
+    assert rho > 0.9 and p < 0.01
+    linear_curve = curve(lambda n: round(n / 2e8) + 1)
+    fits = linear_curve.fits()
+    assert fits["linear"].aic + 2 <= fits["log-linear"].aic
+    flat = curve(lambda n: 2)
+    assert np.isnan(flat.spearman()[0]), "all onsets tied: no correlation to report"
+    censored = curve(lambda n: None)
+    assert censored.fits() is None and censored.observed == []

@@ -196,6 +196,51 @@ class TinyRandom(ModelSource):
         return Loaded(model.eval(), tokenizer, self.prompt_style)
 
 
+@dataclass(frozen=True)
+class LayerSubset(ModelSource):
+    """A pretrained model with only `keep` of its decoder layers: the first `head` and the last keep-head.
+
+    The size ladder: parameter count varies while pretraining data, tokenizer and width stay fixed.
+    It cannot stand in for a model pretrained at that size (removing layers damages the network,
+    so the smaller rungs start from a worse model); it only asks whether fewer parameters from the
+    same pretraining move faster. One contiguous block after the first `head` layers is dropped:
+    on SmolLM2 at 20 of 30 layers, that kept answers in (rough) English, while dropping evenly spaced
+    layers, or the deep block before the last layer, left word salad (checked by hand, greedy answers).
+    """
+
+    base: str = ""
+    keep: int = 0
+    head: int = 5
+
+    def kept_layers(self, total: int) -> list[int]:
+        if not 1 <= self.keep <= total:
+            raise ConfigError(f"model {self.name!r}", [f"keep={self.keep}: must be in [1, {total}] "
+                                                       f"(the layers of {self.base})"])
+        head = min(self.head, self.keep)
+        return list(range(head)) + list(range(total - (self.keep - head), total))
+
+    def check_available(self) -> None:
+        REGISTRY[self.base].check_available()
+
+    def fingerprint(self) -> str:
+        return _digest(REGISTRY[self.base].fingerprint(), f"layers-kept:{self.keep}:head-{self.head}-and-tail-v1")
+
+    def load(self) -> Loaded:
+        import torch
+
+        loaded = REGISTRY[self.base].load()
+        model = loaded.model
+        layers = model.model.layers
+        kept = self.kept_layers(len(layers))
+        model.model.layers = torch.nn.ModuleList(layers[i] for i in kept)
+        for new_index, layer in enumerate(model.model.layers):
+            layer.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the stack
+        model.config.num_hidden_layers = len(kept)
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = [model.config.layer_types[i] for i in kept]
+        return Loaded(model, loaded.tokenizer, loaded.prompt_style)
+
+
 def byte_tokenizer():
     """A real `tokenizers` byte-level BPE with no merges: 256 byte tokens + 3 specials."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -226,6 +271,8 @@ REGISTRY: dict[str, ModelSource] = {
         HubModel("qwen2-0.5b", 494_032_768, repo_id="Qwen/Qwen2-0.5B"),
         HubModel("phi-1.5", 1_418_270_720, repo_id="microsoft/phi-1_5"),
         HubModel("phi-2", 2_779_683_840, repo_id="microsoft/phi-2"),
+        LayerSubset("smollm2-135m-22l", None, "chat", base="smollm2-135m", keep=22),
+        LayerSubset("smollm2-135m-15l", None, "chat", base="smollm2-135m", keep=15),
         TinyRandom("tiny-llama", model_type="llama", config=_TINY | {"num_key_value_heads": 2}),
         TinyRandom("tiny-qwen2", model_type="qwen2", config=_TINY | {"num_key_value_heads": 2}),
         TinyRandom("tiny-phi", model_type="phi", config=_TINY | {"partial_rotary_factor": 0.5}),

@@ -1,0 +1,57 @@
+"""The inertia curve (seed notebook: "Current Experiment: Inertia Curve"), with the statistics to judge it.
+
+Each point is the onset epoch of one model: the first epoch at which a majority of --ft-seeds
+replicate runs shifted beyond their null controls (Bonferroni over the evaluated epochs),
+decided early (training stops at the onset). Models without weights on this machine are listed
+in the curve's evidence, not skipped; the offline models and the SmolLM2 size ladder are always there.
+
+This tier takes tens of minutes cold on 2 CPU cores, so `make test` deselects it (-m "not inertia");
+`make report` and `make inertia` run it.
+"""
+
+import pytest
+
+from trainer import Experiment
+
+NATURAL = ["smollm2-135m", "gemma3-270m", "qwen2-0.5b", "phi-1.5", "phi-2"]  # pretrained at their size
+LADDER = ["smollm2-135m-15l", "smollm2-135m-22l", "smollm2-135m"]  # one pretraining, layers removed
+BY_EPOCH = 6
+LEARNING_RATES = [1e-5, 3e-6]  # the seed's lr and a lower one: is "bigger is slower" an artefact of one lr?
+
+
+def onsets(lr: float) -> Experiment:
+    """The seed's recipe, evaluated every epoch (onsets are 1-6, so every epoch counts), margins only."""
+    return Experiment(model="smollm2-135m", epochs=BY_EPOCH, eval_every=1, lr=lr, generate=False)
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.inertia]
+
+
+@pytest.mark.finding("Larger models need more epochs to shift (seed's hypothesis)")
+@pytest.mark.parametrize("lr", LEARNING_RATES, ids=lambda lr: f"lr{lr:g}")
+def test_larger_models_need_more_epochs(inertia_curve, expect_curve, lr):
+    expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH)).increases_with_size()
+
+
+@pytest.mark.finding("Onset grows log-linearly rather than linearly with size (seed: 'roughly linear or log-linear')")
+@pytest.mark.parametrize("lr", LEARNING_RATES, ids=lambda lr: f"lr{lr:g}")
+def test_onset_is_log_linear_in_size(inertia_curve, expect_curve, lr):
+    expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH)).log_linear_fits_better()
+
+
+@pytest.mark.finding("With pretraining held fixed, fewer parameters shift sooner (SmolLM2 size ladder)")
+@pytest.mark.parametrize("lr", LEARNING_RATES, ids=lambda lr: f"lr{lr:g}")
+def test_size_ladder_onset_grows_with_layers(inertia_curve, expect_curve, lr):
+    expect_curve(inertia_curve(onsets(lr), LADDER, BY_EPOCH)).increases_with_size()
+
+
+@pytest.mark.finding("The shift decision rule keeps false positives at or below 5% on null runs")
+def test_false_positive_rate_on_null_runs(error_rates, expect_rate):
+    rates = error_rates(Experiment(model="smollm2-135m", epochs=10), replicates=6, by_epoch=10)
+    expect_rate(rates.false_positive, "placebo-vs-placebo false alarms").at_most(0.05)
+
+
+@pytest.mark.finding("The shift decision rule detects the reference shift with at least 90% power")
+def test_power_on_the_reference_shift(error_rates, expect_rate):
+    rates = error_rates(Experiment(model="smollm2-135m", epochs=10), replicates=6, by_epoch=10)
+    expect_rate(rates.power, "treatment seeds that shift by epoch 10").at_least(0.9)
