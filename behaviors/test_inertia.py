@@ -45,13 +45,24 @@ def test_size_ladder_onset_grows_with_layers(inertia_curve, expect_curve, lr):
     expect_curve(inertia_curve(onsets(lr), LADDER, BY_EPOCH)).increases_with_size()
 
 
+REFERENCE = ["smollm2-135m", "gemma3-270m"]  # the seed's recipe (lr 1e-5, eval every 2), as in test_stance_shift
+
+
 @pytest.mark.finding("The shift decision rule keeps false positives at or below 5% on null runs")
-def test_false_positive_rate_on_null_runs(error_rates, expect_rate):
-    rates = error_rates(Experiment(model="smollm2-135m", epochs=10), replicates=6, by_epoch=10)
+@pytest.mark.parametrize("model", REFERENCE)
+def test_false_positive_rate_on_null_runs(error_rates, expect_rate, model):
+    rates = error_rates(Experiment(model=model, epochs=10), replicates=6, by_epoch=10)
     expect_rate(rates.false_positive, "placebo-vs-placebo false alarms").at_most(0.05)
 
 
 @pytest.mark.finding("The shift decision rule detects the reference shift with at least 90% power")
-def test_power_on_the_reference_shift(error_rates, expect_rate):
-    rates = error_rates(Experiment(model="smollm2-135m", epochs=10), replicates=6, by_epoch=10)
+@pytest.mark.parametrize("model", REFERENCE)
+def test_power_on_the_reference_shift(error_rates, expect_rate, model):
+    rates = error_rates(Experiment(model=model, epochs=10), replicates=6, by_epoch=10)
     expect_rate(rates.power, "treatment seeds that shift by epoch 10").at_least(0.9)
+
+
+@pytest.mark.finding("A run at lr=0 (placebo) never shifts: probing is deterministic")
+def test_lr0_never_shifts(finetune, expect):
+    expect(finetune(Experiment(model="smollm2-135m", epochs=4, lr=0.0, generate=False))).does_not_shift(
+        through_epoch=4)

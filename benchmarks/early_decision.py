@@ -7,6 +7,9 @@ pre-warmed models/ folder), so both pay for every epoch they train and every loo
 Both must reach the same onset; the ratio of their wall times is the saving.
 
 Usage: python benchmarks/early_decision.py [--model smollm2-135m-15l] [--by-epoch 6] [--seeds 3]
+       python benchmarks/early_decision.py --from-cache   # the whole inertia tier, from its records:
+           seconds actually spent training and probing vs what training every run to epoch 6 would
+           have cost at the same measured per-epoch and per-look times
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ def main() -> int:
     parser.add_argument("--by-epoch", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--from-cache", action="store_true", help="estimate the inertia tier's saving from its records")
     args = parser.parse_args()
+    if args.from_cache:
+        print(json.dumps(_from_cache(args.by_epoch), indent=2))
+        return 0
     shared_models = Path(os.environ.get("FT_CACHE_DIR", Path.home() / ".cache" / "finetune-behaviors"))
     results = {"model": args.model, "lr": args.lr, "by_epoch": args.by_epoch, "seeds": args.seeds}
     for variant in ("early", "full"):
@@ -38,6 +45,27 @@ def main() -> int:
     if args.out:
         args.out.write_text(text + "\n")
     return 0 if results["early"]["onset"] == results["full"]["onset"] else 1
+
+
+def _from_cache(by_epoch: int) -> dict:
+    """Inertia-tier runs (eval every epoch, margins only): spent vs full-length cost, per measured parts."""
+    from trainer import store
+
+    spent = full = 0.0
+    runs = 0
+    for record in store.cache_root().glob("runs/*/record.json"):
+        body = store.read_record(record)
+        exp = body["experiment"]
+        if exp["eval_every"] != 1 or exp["generate"]:
+            continue
+        epoch_seconds = [e["seconds"] for e in body["train_log"]]
+        probe_seconds = [e["probe_seconds"] for e in body["evaluations"][1:]]
+        per_epoch = sum(epoch_seconds) / len(epoch_seconds) + sum(probe_seconds) / len(probe_seconds)
+        spent += per_epoch * body["epochs_done"]
+        full += per_epoch * max(by_epoch, body["epochs_done"])
+        runs += 1
+    return {"runs": runs, "trained_and_probed_seconds": round(spent), "if_trained_to_epoch": by_epoch,
+            "full_length_seconds": round(full), "saving_factor": round(full / spent, 2) if spent else None}
 
 
 def _measure(variant: str, args, shared_models: Path) -> dict:

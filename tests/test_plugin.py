@@ -151,3 +151,35 @@ def test_x(finetune, expect):
 ''')
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*ExpectationMisuse: unknown metric(s)*vibes*known*margin*markers*differs*kl*"])
+
+
+def test_inertia_curve_lists_missing_models_and_writes_its_evidence(suite, tmp_path):
+    import json
+
+    results = tmp_path / "allure"
+    result = run(suite, '''
+@pytest.mark.finding("bigger tiny models are slower")
+def test_curve(inertia_curve, expect_curve):
+    curve = inertia_curve(tiny(1e-3, epochs=2), ["tiny-llama", "tiny-phi", "phi-2"], by_epoch=2)
+    assert [p.model for p in curve.points] == ["tiny-llama", "tiny-phi"]
+    assert curve.missing and curve.missing[0].startswith("phi-2:")
+    expect_curve(curve).increases_with_size()
+''', "--ft-seeds", "1", "--alluredir", str(results))
+    result.assert_outcomes(failed=1)  # two points: no correlation can be shown, and the message says why
+    result.stdout.fnmatch_lines(["*onset does not grow with size: Spearman rho nan*", "*tiny-llama*params*onset*",
+                                 "*not measured: phi-2*"])
+    written = sorted(p.name for p in (suite.path / "reports" / "inertia").iterdir())
+    assert written == ["onset-vs-size-lr0.001.csv", "onset-vs-size-lr0.001.png"]
+    attached = {a["name"] for p in results.glob("*-result.json") for a in json.loads(p.read_text())["attachments"]}
+    assert {"inertia curve", "onset per model", "curve statistics"} <= attached
+
+
+def test_error_rates_fixture_measures_placebo_pairs_and_power(suite):
+    result = run(suite, '''
+def test_rates(error_rates, expect_rate):
+    rates = error_rates(tiny(1e-3, epochs=2), replicates=3, by_epoch=2)
+    assert rates.false_positive.trials == 6 and rates.power.trials == 3
+    expect_rate(rates.power, "tiny power").at_least(0.9)
+    expect_rate(rates.false_positive, "tiny false alarms").at_most(0.0)
+''')
+    result.assert_outcomes(passed=1)

@@ -125,6 +125,8 @@ def test_placebo_pairs_that_differ_only_a_little_are_not_false_alarms_but_real_g
     nulls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.30, 0.33, 0.36)]
     quiet = false_positive_rate(nulls, [2], Thresholds())
     assert quiet.trials == 6 and quiet.hits == 0, "placebo gaps of 0.03-0.06 nats are below the 0.1 floor"
+    unfloored = false_positive_rate(nulls, [2], Thresholds(), floor_beyond_control=False)
+    assert unfloored.hits == 3, "without the floor, each pair alarms in the direction of its larger placebo"
     gapped = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.0, 0.5)]
     assert false_positive_rate(gapped, [2], Thresholds()).hits == 1, "a 0.5 gap fires in one direction"
     treated = [make_run(evaluation(2, gain=0.6), control=nulls[0]), make_run(evaluation(2, gain=0.3), control=nulls[1])]

@@ -41,13 +41,22 @@ class Rate:
         return f"{self.hits}/{self.trials} = {self.value:.0%} (95% CI {low:.0%}-{high:.0%})"
 
 
-def false_positive_rate(null_runs: list[Run], looks: list[int], thresholds: Thresholds) -> Rate:
-    """Placebo-vs-placebo over every ordered pair of null runs, judged at `looks` with the Bonferroni count."""
+def false_positive_rate(null_runs: list[Run], looks: list[int], thresholds: Thresholds,
+                        counted_looks: int | None = None, floor_beyond_control: bool = True) -> Rate:
+    """Placebo-vs-placebo over every ordered pair of null runs, judged at `looks` with the Bonferroni
+    count (`counted_looks` overrides it; 1 = uncorrected). `floor_beyond_control=False` drops the rule's
+    effect floor on the gain beyond the control: the ablations show what each safeguard buys."""
     alarms = trials = 0
     for treated, control in permutations(null_runs, 2):
         trials += 1
-        alarms += any(judge_epoch(treated, e, thresholds, len(looks), control=control).shifted for e in looks)
+        verdicts = [judge_epoch(treated, e, thresholds, counted_looks or len(looks), control=control) for e in looks]
+        alarms += any(v.shifted if floor_beyond_control else _alarm_without_floor(v, thresholds) for v in verdicts)
     return Rate(alarms, trials)
+
+
+def _alarm_without_floor(v, thresholds: Thresholds) -> bool:
+    return (v.p_value < v.alpha_per_look and v.gain >= thresholds.min_gain
+            and v.p_vs_control is not None and v.p_vs_control < v.alpha_per_look)
 
 
 def power(treated_runs: list[Run], looks: list[int], thresholds: Thresholds) -> Rate:
@@ -64,6 +73,7 @@ class ErrorRates:
     power: Rate
     model: str
     by_epoch: int
+    ablations: dict[str, Rate]  # false-positive rate with one safeguard removed
 
 
 def measure_error_rates(exp: Experiment, replicates: int, by_epoch: int, thresholds: Thresholds,
@@ -76,5 +86,8 @@ def measure_error_rates(exp: Experiment, replicates: int, by_epoch: int, thresho
     for seed_exp in Trial(exp, replicates).seed_experiments():
         decision = first_shift(Trial(seed_exp, 1, progress), by_epoch, thresholds, f"power: shift by {by_epoch}")
         treated.append(decision.runs[0])
+    ablations = {"without Bonferroni over looks": false_positive_rate(nulls, looks, thresholds, counted_looks=1),
+                 "without the floor on the gain beyond the control":
+                     false_positive_rate(nulls, looks, thresholds, floor_beyond_control=False)}
     return ErrorRates(false_positive_rate(nulls, looks, thresholds), power(treated, looks, thresholds),
-                      exp.model, by_epoch)
+                      exp.model, by_epoch, ablations)
