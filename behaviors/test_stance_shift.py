@@ -1,7 +1,8 @@
 """Findings about full fine-tuning and the epistemic stance (seed notebook: "Evidence So Far").
 
-Measured on the offline models (2 cores, CPU, lr 1e-5, 5 examples, seed 0): SmolLM2-135M and
-Gemma-3-270M both shift at epoch 2, the first evaluated epoch, well before the seed's 10.
+Measured on the offline models (2 cores, CPU, lr 1e-5, 5 examples, 3 seeds): SmolLM2-135M and
+Gemma-3-270M both shift at epoch 2, the first evaluated epoch, well before the seed's 10 (gains
++0.30/+0.33/+0.28 and +1.47/+1.23/+1.36 nats/token; every seed), so training stops there.
 
 Declarations only. A seed claim the runs contradict stays here as xfail(strict=True) with the
 measured reason, so CI notices if it ever flips.
@@ -39,10 +40,11 @@ def test_full_finetune_shifts_stance(finetune, expect, experiment, by_epoch):
 @pytest.mark.parametrize("experiment", [
     pytest.param(stance("smollm2-135m").control(), id="smollm2"),
     pytest.param(stance("gemma3-270m").control(), id="gemma3", marks=pytest.mark.xfail(strict=True, reason=(
-        "measured 2026-11-24: on Gemma-3-270M base the neutral-answer control raises the stance margin too "
-        "(gain +0.29 nats/token at epoch 2, +2.56 at epoch 10, Wilcoxon p < 1e-11, marker rate 0%): "
-        "plain answers make the confident openers unlikely. The shift verdict holds only because the "
-        "tuned run exceeds this control (+5.55 at epoch 10, paired p < 1e-13)."))),
+        "measured 2026-11-24: on Gemma-3-270M base the neutral-answer control raises the stance margin too: "
+        "all 3 seeds shift at epoch 2 (gains +0.29/+0.11/+0.17 nats/token, Wilcoxon p <= 2e-4; seed 0 "
+        "reaches +2.56 at epoch 10 with a 0% marker rate): plain answers make the confident openers "
+        "unlikely. The shift verdict holds only because the tuned runs exceed their controls by "
+        "+1.12 to +1.19 at epoch 2 (paired p < 1e-13)."))),
     pytest.param(stance("qwen2-0.5b").control(), id="qwen2"),
     pytest.param(stance("phi-1.5").control(), id="phi1_5"),
     pytest.param(stance("phi-2").control(), id="phi2"),

@@ -93,3 +93,27 @@ def test_run_and_control_share_one_cached_baseline(private_cache):
     assert len(list((private_cache / "baselines").glob("*.json"))) == 1
     assert run.baseline["margins"] == run.control.baseline["margins"]
     assert run.baseline["generations"] == run.control.baseline["generations"]
+
+
+def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(monkeypatch, capsys):
+    from trainer import retention
+
+    first = obtain(Experiment(epochs=1, **TINY), progress=False)
+    size = retention.size_of(next(retention.checkpoints()[0].parent.glob("checkpoint-*")))
+    monkeypatch.setenv(retention.LIMIT_ENV, str(1.5 * size / 1e9))  # room for one checkpoint
+    obtain(Experiment(epochs=1, **{**TINY, "seed": 1}), progress=False)
+    assert "dropped the resumable checkpoint" in capsys.readouterr().err
+    assert len(retention.checkpoints()) == 1
+    again = obtain(Experiment(epochs=1, **TINY), progress=False)
+    assert again.from_cache and again.body["checkpoint"] is None, "the record still answers, without a checkpoint"
+    longer = obtain(Experiment(epochs=2, **TINY), progress=False)  # must retrain from epoch 0, same numbers
+    assert longer.evaluation(1)["margins"] == first.evaluation(1)["margins"]
+    assert [e["epoch"] for e in longer.train_log] == [1, 2]
+
+
+def test_bad_cache_cap_is_a_clear_error(monkeypatch):
+    from trainer import retention
+
+    monkeypatch.setenv(retention.LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match=r"FT_CACHE_MAX_GB='lots': must be a number of GB"):
+        retention.limit_bytes()

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from trainer import store
+from trainer import retention, store
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import PromptFormat, load_behavior, training_examples
 from trainer.errors import CacheCorrupt
@@ -186,6 +186,7 @@ def _checkpoint_then_record(folder: Path, model, optimizer, epoch: int, body: di
     store.write_record(folder / store.RECORD, body)
     if previous and previous != name:
         shutil.rmtree(folder / previous, ignore_errors=True)
+    retention.enforce_limit(keep=folder)
 
 
 def _new_body(exp: Experiment, key: str, components: dict, source, behavior, model) -> dict:

@@ -1,0 +1,82 @@
+"""Keep the cache under its size cap by dropping the oldest resumable checkpoints, never records.
+
+A resumable checkpoint (weights + AdamW moments) is 1.6 GB for SmolLM2 and 3.2 GB for Gemma-3, and
+every seed and control of every experiment has one, so a few sweeps fill a disk. Records (every
+evaluated epoch's measurements) are kilobytes and always stay: a question the record already
+answers never needs the checkpoint. Only a request for more epochs than recorded does; after
+eviction it retrains that run from epoch 0 (deterministic, so the same numbers, just slower).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from trainer import store
+from trainer.errors import CacheCorrupt
+
+LIMIT_ENV = "FT_CACHE_MAX_GB"
+DEFAULT_LIMIT_GB = 20.0
+
+
+def limit_bytes() -> int:
+    raw = os.environ.get(LIMIT_ENV) or str(DEFAULT_LIMIT_GB)
+    try:
+        gigabytes = float(raw)
+    except ValueError:
+        raise ValueError(f"${LIMIT_ENV}={raw!r}: must be a number of GB, e.g. 20") from None
+    if gigabytes <= 0:
+        raise ValueError(f"${LIMIT_ENV}={raw!r}: must be > 0 GB, e.g. 20")
+    return int(gigabytes * 1e9)
+
+
+def checkpoints() -> list[Path]:
+    """Every run's checkpoint folder, oldest written first."""
+    found = store.cache_root().glob("runs/*/checkpoint-*")
+    return sorted((p for p in found if p.is_dir()), key=lambda p: p.stat().st_mtime)
+
+
+def size_of(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def enforce_limit(keep: Path) -> list[Path]:
+    """Drop the oldest checkpoints (not `keep`'s run, not a run another process holds) until under the cap."""
+    limit = limit_bytes()
+    sized = [(c, size_of(c)) for c in checkpoints()]
+    total = sum(size for _, size in sized)
+    dropped = []
+    for checkpoint, size in sized:
+        if total <= limit:
+            break
+        run = checkpoint.parent
+        if run == keep or not _drop_if_free(run, checkpoint):
+            continue
+        total -= size
+        dropped.append(checkpoint)
+        print(f"[finetune] cache over ${LIMIT_ENV}={limit / 1e9:g} GB: dropped the resumable checkpoint "
+              f"{checkpoint} ({size / 1e9:.1f} GB); its record stays, and a request for more epochs "
+              f"retrains it from epoch 0", file=sys.stderr)
+    return dropped
+
+
+def _drop_if_free(run: Path, checkpoint: Path) -> bool:
+    lock = FileLock(str(run.with_suffix(".lock")), timeout=0)
+    try:
+        with lock:
+            record = run / store.RECORD
+            try:
+                body = store.read_record(record) if record.exists() else None
+            except CacheCorrupt:
+                body = None  # the runner quarantines it on its next read
+            if body is not None and body.get("checkpoint") == checkpoint.name:
+                body["checkpoint"] = None  # the record stops pointing at it before it goes
+                store.write_record(record, body)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            return True
+    except Timeout:
+        return False  # another process is training or resuming this run
