@@ -104,9 +104,10 @@ def test_a_majority_of_seeds_decides():
     from trainer.verdict import judge_seeds
 
     shifted, flat = make_run(evaluation(2, gain=0.5)), make_run(evaluation(2, gain=0.0, noise=0.0))
-    assert judge_seeds([shifted, shifted, flat], 2, Thresholds(), looks=1).shifted
+    assert judge_seeds([shifted, shifted, shifted], 2, Thresholds(), looks=1).shifted
+    assert judge_seeds([shifted, shifted, flat], 2, Thresholds(), looks=1).majority
     assert not judge_seeds([shifted, flat, flat], 2, Thresholds(), looks=1).shifted
-    assert not judge_seeds([shifted, flat], 2, Thresholds(), looks=1).shifted, "a tie is not a majority"
+    assert not judge_seeds([shifted, flat], 2, Thresholds(), looks=1).majority, "a tie is not a majority"
 
 
 def test_onset_interval_brackets_a_clear_onset_and_is_open_without_one():
@@ -120,18 +121,37 @@ def test_onset_interval_brackets_a_clear_onset_and_is_open_without_one():
 
 
 def test_placebo_pairs_that_differ_only_a_little_are_not_false_alarms_but_real_gaps_are():
-    from trainer.error_rates import false_positive_rate, power
+    from trainer.error_rates import pairwise_false_positive_rate
 
     nulls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.30, 0.33, 0.36)]
-    quiet = false_positive_rate(nulls, [2], Thresholds())
+    quiet = pairwise_false_positive_rate(nulls, [2], Thresholds())
     assert quiet.trials == 6 and quiet.hits == 0, "placebo gaps of 0.03-0.06 nats are below the 0.1 floor"
-    unfloored = false_positive_rate(nulls, [2], Thresholds(), floor_beyond_control=False)
+    unfloored = pairwise_false_positive_rate(nulls, [2], Thresholds(), floor_beyond_control=False)
     assert unfloored.hits == 3, "without the floor, each pair alarms in the direction of its larger placebo"
     gapped = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.0, 0.5)]
-    assert false_positive_rate(gapped, [2], Thresholds()).hits == 1, "a 0.5 gap fires in one direction"
-    treated = [make_run(evaluation(2, gain=0.6), control=nulls[0]), make_run(evaluation(2, gain=0.3), control=nulls[1])]
-    rate = power(treated, [2, 4], Thresholds())
-    assert (rate.hits, rate.trials) == (1, 2) and rate.interval()[0] < 0.5 < rate.interval()[1]
+    assert pairwise_false_positive_rate(gapped, [2], Thresholds()).hits == 1, "a 0.5 gap fires in one direction"
+
+
+def test_one_drifting_placebo_seed_alarms_alone_but_not_across_seeds():
+    from trainer.error_rates import false_positive_rate, pairwise_false_positive_rate, placebo_experiments
+
+    gains = (0.0, 0.02, 0.04, 0.06, 0.30, 0.33)  # two placebo seeds drifted far, as SmolLM2's did by epoch 10
+    nulls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in gains]
+    assert len(placebo_experiments(nulls, 3)) == 20
+    assert pairwise_false_positive_rate(nulls, [2], Thresholds()).hits > 0
+    assert false_positive_rate(nulls, [2], Thresholds(), seeds=3).hits == 0
+
+
+def test_seeds_that_agree_shift_and_a_lone_outlier_does_not():
+    from trainer.verdict import judge_seeds
+
+    controls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (-0.10, -0.12, -0.14)]
+    treated = [make_run(evaluation(2, gain=g, noise=0.02), control=c) for g, c in zip((0.30, 0.33, 0.28), controls)]
+    verdict = judge_seeds(treated, 2, Thresholds(), looks=5)
+    assert verdict.shifted and verdict.p_across_seeds < 0.002 and verdict.gain_beyond_controls > 0.4
+    spread = [make_run(evaluation(2, gain=g, noise=0.02), control=c) for g, c in zip((0.9, 0.2, 0.2), controls)]
+    verdict = judge_seeds(spread, 2, Thresholds(), looks=5)
+    assert verdict.majority and not verdict.seeds_agree, "three seeds too spread out to be sure at 0.01/5"
 
 
 def test_inertia_fits_prefer_the_form_that_generated_the_onsets():

@@ -12,13 +12,16 @@ two placebo runs differ on most probes by a little, which a paired test over 44 
 significant; only an effect floor keeps placebo-vs-placebo comparisons quiet (measured: see README).
 
 Over several seeds (replicate runs, see Experiment.seed) the experiment has shifted at e when a
-majority of seeds has. The onset is the first such evaluated epoch. Each epoch carries a 95% BCa
+majority of seeds has AND the seeds' gains exceed their controls' gains in a Welch t-test across
+seeds (see SeedsVerdict): seeds, not probes, are the replications of training. The onset is the
+first such evaluated epoch. Each epoch carries a 95% BCa
 bootstrap interval of the gain; the onset carries a percentile interval from a hierarchical
 bootstrap (seeds, then probes) that re-applies the whole rule to every resample.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -125,26 +128,72 @@ def onset_epoch(verdicts: list) -> int | None:
 
 @dataclass(frozen=True)
 class SeedsVerdict:
-    """One epoch over every seed: shifted when a majority of the seeds' runs has."""
+    """One epoch over every seed.
+
+    Shifted when (1) a majority of the seeds' own runs has shifted (the per-seed rule above) and
+    (2) the seeds, as replications of training, agree: Welch's one-sided t-test of the seeds' gains
+    against their controls' gains (or against 0 without controls) has p < alpha / looks, and the
+    mean gain beyond the controls is at least `min_gain`. Part 2 is what keeps placebo-vs-placebo
+    false alarms rare: a placebo seed whose margin drifted further than another's passes the
+    probe-level tests, but not a test across seeds (measured; see trainer.error_rates).
+    """
 
     epoch: int
     per_seed: tuple[EpochVerdict, ...]
+    p_across_seeds: float
+    gain_beyond_controls: float
+    alpha_per_look: float
+    min_gain: float
 
     @property
     def shifted_seeds(self) -> int:
         return sum(v.shifted for v in self.per_seed)
 
     @property
-    def shifted(self) -> bool:
+    def majority(self) -> bool:
         return self.shifted_seeds * 2 > len(self.per_seed)
+
+    @property
+    def seeds_agree(self) -> bool:
+        return self.p_across_seeds < self.alpha_per_look and self.gain_beyond_controls >= self.min_gain
+
+    @property
+    def shifted(self) -> bool:
+        return self.majority and self.seeds_agree
 
     @property
     def mean_gain(self) -> float:
         return float(np.mean([v.gain for v in self.per_seed]))
 
 
-def judge_seeds(runs: list[Run], epoch: int, thresholds: Thresholds, looks: int) -> SeedsVerdict:
-    return SeedsVerdict(epoch, tuple(judge_epoch(run, epoch, thresholds, looks) for run in runs))
+def judge_seeds(runs: list[Run], epoch: int, thresholds: Thresholds, looks: int,
+                controls: list[Run] | None = None) -> SeedsVerdict:
+    """Every seed at one epoch; `controls` default to each run's own null control (placebo tests pass others)."""
+    controls = controls if controls is not None else [run.control for run in runs]
+    per_seed = tuple(judge_epoch(run, epoch, thresholds, looks, control) for run, control in zip(runs, controls))
+    gains = np.array([v.gain for v in per_seed])
+    control_gains = np.array([v.control_gain for v in per_seed if v.control_gain is not None])
+    p_across, beyond = seeds_test(gains[None, :], control_gains[None, :] if len(control_gains) else None)
+    return SeedsVerdict(epoch, per_seed, float(p_across[0]), float(beyond[0]), thresholds.alpha / looks,
+                        thresholds.min_gain)
+
+
+def seeds_test(gains: np.ndarray, control_gains: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise Welch one-sided t-test of seed gains > control gains (or > 0 without controls), and the
+    mean gain beyond the controls. Fewer than 2 seeds, or no spread at all, gives p = 1 unless every
+    difference is positive and identical (then the seeds agree exactly: p = 0)."""
+    reference = control_gains if control_gains is not None else np.zeros_like(gains)
+    beyond = gains.mean(axis=1) - reference.mean(axis=1)
+    if gains.shape[1] < 2:
+        return np.where(beyond > 0, 0.0, 1.0), beyond
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # identical seeds: handled below as an exact agreement
+        if control_gains is not None:
+            p = stats.ttest_ind(gains, reference, axis=1, equal_var=False, alternative="greater").pvalue
+        else:
+            p = stats.ttest_1samp(gains, 0.0, axis=1, alternative="greater").pvalue
+    p = np.where(np.isnan(p), np.where(beyond > 0, 0.0, 1.0), p)
+    return p, beyond
 
 
 def onset_interval(runs: list[Run], epochs: list[int], thresholds: Thresholds, looks: int,
@@ -155,24 +204,34 @@ def onset_interval(runs: list[Run], epochs: list[int], thresholds: Thresholds, l
     n_probes = len(runs[0].baseline["margins"])
     picks = rng.integers(n_probes, size=(resamples, n_probes))
     seed_picks = rng.integers(len(runs), size=(resamples, len(runs)))
+    rows = np.arange(resamples)[:, None]
     onsets = np.full(resamples, np.inf)
     for epoch in reversed(epochs):  # the last epoch written wins, so onsets end as the first shifted epoch
-        shifted = np.stack([_shifted_resampled(run, epoch, picks, thresholds, looks) for run in runs])
-        majority = shifted[seed_picks, np.arange(resamples)[:, None]].sum(axis=1) * 2 > len(runs)
-        onsets[majority] = epoch
+        per_run = [_resampled(run, epoch, picks, thresholds, looks) for run in runs]
+        shifted = np.stack([r[0] for r in per_run])[seed_picks, rows]
+        gains = np.stack([r[1] for r in per_run])[seed_picks, rows]
+        control_gains = (np.stack([r[2] for r in per_run])[seed_picks, rows]
+                         if all(r[2] is not None for r in per_run) else None)
+        p_across, beyond = seeds_test(gains, control_gains)
+        agree = (p_across < thresholds.alpha / looks) & (beyond >= thresholds.min_gain)
+        onsets[(shifted.sum(axis=1) * 2 > len(runs)) & agree] = epoch
     low, high = np.quantile(onsets, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
     return float(low), float(high)
 
 
-def _shifted_resampled(run: Run, epoch: int, picks: np.ndarray, thresholds: Thresholds, looks: int) -> np.ndarray:
+def _resampled(run: Run, epoch: int, picks: np.ndarray, thresholds: Thresholds,
+               looks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per probe-resample: the per-seed rule's verdict, the gain, and the control's gain."""
     alpha = thresholds.alpha / looks
     deltas = margin_deltas(run, epoch)[picks]
     gains = deltas.mean(axis=1)
     shifted = (_wilcoxon_rows(deltas) < alpha) & (gains >= thresholds.min_gain)
-    if run.control is not None:
-        beyond = deltas - margin_deltas(run.control, epoch)[picks]
-        shifted &= (_wilcoxon_rows(beyond) < alpha) & (beyond.mean(axis=1) >= thresholds.min_gain)
-    return shifted
+    if run.control is None:
+        return shifted, gains, None
+    control = margin_deltas(run.control, epoch)[picks]
+    beyond = deltas - control
+    shifted &= (_wilcoxon_rows(beyond) < alpha) & (beyond.mean(axis=1) >= thresholds.min_gain)
+    return shifted, gains, control.mean(axis=1)
 
 
 def _wilcoxon_rows(deltas: np.ndarray) -> np.ndarray:
