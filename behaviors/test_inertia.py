@@ -5,6 +5,12 @@ replicate runs shifted beyond their null controls (Bonferroni over the evaluated
 decided early (training stops at the onset). Models without weights on this machine are listed
 in the curve's evidence, not skipped; the offline models and the SmolLM2 size ladder are always there.
 
+Measured 2026-11-24: at the seed's lr 1e-5 every model here shifts after one epoch; at 3e-6 the
+onsets are 2, 1, 3, 1 epochs for 81M, 106M, 135M, 268M parameters. The seed's "larger models need
+more epochs" does not hold on these models (strict xfails below). The decision rule's false-positive
+rate on placebo experiments is 0/20 on both models (the per-seed probe-level rule alone: 27% on
+SmolLM2, 67% on Gemma-3), its power on the reference shift 20/20.
+
 This tier takes tens of minutes cold on 2 CPU cores, so `make test` deselects it (-m "not inertia");
 `make report` and `make inertia` run it.
 """
@@ -16,7 +22,15 @@ from trainer import Experiment
 NATURAL = ["smollm2-135m", "gemma3-270m", "qwen2-0.5b", "phi-1.5", "phi-2"]  # pretrained at their size
 LADDER = ["smollm2-135m-15l", "smollm2-135m-22l", "smollm2-135m"]  # one pretraining, layers removed
 BY_EPOCH = 6
-LEARNING_RATES = [1e-5, 3e-6]  # the seed's lr and a lower one: is "bigger is slower" an artefact of one lr?
+# Learning rates: the seed's 1e-5 and 3e-6, so that "bigger is slower" is not an artefact of one lr.
+
+
+MEASURED = "measured 2026-11-24 (3 seeds, evaluated every epoch, offline models only): "
+
+
+def contradicted(lr: float, reason: str) -> pytest.param:
+    """A learning rate at which the data contradicts the claim: strict xfail, so a flip shows up."""
+    return pytest.param(lr, id=f"lr{lr:g}", marks=pytest.mark.xfail(strict=True, reason=MEASURED + reason))
 
 
 def onsets(lr: float) -> Experiment:
@@ -28,19 +42,32 @@ pytestmark = [pytest.mark.slow, pytest.mark.inertia]
 
 
 @pytest.mark.finding("Larger models need more epochs to shift (seed's hypothesis)")
-@pytest.mark.parametrize("lr", LEARNING_RATES, ids=lambda lr: f"lr{lr:g}")
+@pytest.mark.parametrize("lr", [
+    contradicted(1e-5, "every model here (81M and 106M ladder rungs, SmolLM2-135M, Gemma-3-270M) shifts after "
+                       "its first epoch (one optimizer step, every seed): onset 1 for all sizes, no growth."),
+    contradicted(3e-6, "onsets 2 (81M rung), 1 (106M rung), 3 (SmolLM2-135M), 1 (Gemma-3-270M, the largest): "
+                       "Spearman rho -0.21, one-sided p 0.61."),
+])
 def test_larger_models_need_more_epochs(inertia_curve, expect_curve, lr):
     expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH)).increases_with_size()
 
 
 @pytest.mark.finding("Onset grows log-linearly rather than linearly with size (seed: 'roughly linear or log-linear')")
-@pytest.mark.parametrize("lr", LEARNING_RATES, ids=lambda lr: f"lr{lr:g}")
+@pytest.mark.parametrize("lr", [
+    contradicted(1e-5, "onset is 1 for every model, so both fits are flat (slope 0, equal AIC): nothing grows."),
+    contradicted(3e-6, "onset falls with size: log-linear slope -1.37 epochs per decade of parameters "
+                       "(AIC 4.08) vs linear (AIC 3.86); neither form of growth is there."),
+])
 def test_onset_is_log_linear_in_size(inertia_curve, expect_curve, lr):
     expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH)).log_linear_fits_better()
 
 
 @pytest.mark.finding("With pretraining held fixed, fewer parameters shift sooner (SmolLM2 size ladder)")
-@pytest.mark.parametrize("lr", LEARNING_RATES, ids=lambda lr: f"lr{lr:g}")
+@pytest.mark.parametrize("lr", [
+    contradicted(1e-5, "15, 22 and 30 layers all shift after the first epoch."),
+    contradicted(3e-6, "onsets 2 (15 layers), 1 (22 layers), 3 (30 layers): Spearman rho 0.5, one-sided p 0.33 "
+                       "with three rungs; the damaged 15-layer rung is not faster than the 22-layer one."),
+])
 def test_size_ladder_onset_grows_with_layers(inertia_curve, expect_curve, lr):
     expect_curve(inertia_curve(onsets(lr), LADDER, BY_EPOCH)).increases_with_size()
 

@@ -41,10 +41,10 @@ def test_full_finetune_shifts_stance(finetune, expect, experiment, by_epoch):
     pytest.param(stance("smollm2-135m").control(), id="smollm2"),
     pytest.param(stance("gemma3-270m").control(), id="gemma3", marks=pytest.mark.xfail(strict=True, reason=(
         "measured 2026-11-24: on Gemma-3-270M base the neutral-answer control raises the stance margin too: "
-        "all 3 seeds shift at epoch 2 (gains +0.29/+0.11/+0.17 nats/token, Wilcoxon p <= 2e-4; seed 0 "
-        "reaches +2.56 at epoch 10 with a 0% marker rate): plain answers make the confident openers "
-        "unlikely. The shift verdict holds only because the tuned runs exceed their controls by "
-        "+1.12 to +1.19 at epoch 2 (paired p < 1e-13)."))),
+        "every seed's margin rises from epoch 2 (+0.29/+0.11/+0.17 nats/token) to epoch 8 (+2.11/+1.76/+1.79; "
+        "t-test across the 3 seeds p = 0.0018 < 0.01/5), with a 0% marker rate: plain answers make the "
+        "confident openers unlikely. The shift verdict holds only because the tuned runs exceed their "
+        "controls by +1.17 at epoch 2 (across seeds p = 1.4e-4)."))),
     pytest.param(stance("qwen2-0.5b").control(), id="qwen2"),
     pytest.param(stance("phi-1.5").control(), id="phi1_5"),
     pytest.param(stance("phi-2").control(), id="phi2"),
