@@ -170,7 +170,7 @@ def test_curve(inertia_curve, expect_curve):
     result.stdout.fnmatch_lines(["*onset does not grow with size: Spearman rho nan*", "*tiny-llama*params*onset*",
                                  "*not measured: phi-2*"])
     written = sorted(p.name for p in (suite.path / "reports" / "inertia").iterdir())
-    assert written == ["onset-vs-size-lr0.001.csv", "onset-vs-size-lr0.001.png"]
+    assert written == ["onset-vs-size-lr0.001-3-models.csv", "onset-vs-size-lr0.001-3-models.png"]
     attached = {a["name"] for p in results.glob("*-result.json") for a in json.loads(p.read_text())["attachments"]}
     assert {"inertia curve", "onset per model", "curve statistics"} <= attached
 
