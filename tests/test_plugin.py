@@ -178,9 +178,13 @@ def test_curve(inertia_curve, expect_curve):
 def test_error_rates_fixture_measures_placebo_pairs_and_power(suite):
     result = run(suite, '''
 def test_rates(error_rates, expect_rate):
-    rates = error_rates(tiny(1e-3, epochs=2), replicates=3, by_epoch=2)
-    assert rates.false_positive.trials == 6 and rates.power.trials == 3
+    rates = error_rates(tiny(1e-3, epochs=2), replicates=6, by_epoch=2)
+    assert rates.false_positive.trials == 20 and rates.power.trials == 20  # C(6,3) ways to cast 3 seeds
     expect_rate(rates.power, "tiny power").at_least(0.9)
     expect_rate(rates.false_positive, "tiny false alarms").at_most(0.0)
+
+def test_too_few_replicates(error_rates):
+    error_rates(tiny(1e-3, epochs=2), replicates=5, by_epoch=2)
 ''')
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*replicates=5: a placebo experiment needs 3 null runs as seeds*at least 6*"])

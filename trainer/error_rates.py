@@ -91,6 +91,10 @@ def measure_error_rates(exp: Experiment, replicates: int, by_epoch: int, thresho
     """`replicates` seeds of `exp` and of its null control; every `seeds`-subset is judged as one
     experiment. Placebos are trained through `by_epoch` (a placebo never decides early); treatments
     only until every subset has decided."""
+    if replicates < 2 * seeds:
+        raise ValueError(f"replicates={replicates}: a placebo experiment needs {seeds} null runs as seeds and "
+                         f"{seeds} others as controls, so at least {2 * seeds} (--ft-seeds={seeds}); use "
+                         f"replicates >= {2 * seeds}")
     looks = Trial(exp, replicates).looks(by_epoch)
     nulls = Trial(exp.control(), replicates, progress).runs(by_epoch)
     ablations = {
