@@ -9,7 +9,6 @@ right-censored: shown in the plot and table, left out of the fits (a number we d
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from trainer.decision import Trial, first_shift
 from trainer.errors import WeightsMissing
 from trainer.experiment import Experiment
 from trainer.models import resolve_model
+from trainer.report import figure_png, new_figure
 from trainer.verdict import Thresholds
 
 
@@ -123,12 +123,7 @@ def curve_table_csv(curves: Iterable[InertiaCurve]) -> str:
 
 def curve_plot_png(curves: Iterable[InertiaCurve], title: str) -> bytes:
     """Onset vs parameters (log axis), one colour per learning rate, 95% intervals, censored points as ^."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(8, 5))
+    fig, axis = new_figure(size=(8, 5))
     for curve, color in zip(curves, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
         lr = curve.points[0].lr if curve.points else float("nan")
         for p in curve.points:
@@ -145,11 +140,7 @@ def curve_plot_png(curves: Iterable[InertiaCurve], title: str) -> bytes:
     axis.set_xscale("log")
     axis.set(xlabel="parameters", ylabel="onset epoch (first epoch a majority of seeds shifted)", title=title)
     axis.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def _plot_fits(axis, curve: InertiaCurve, color: str, label: str) -> None:

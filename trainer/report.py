@@ -12,14 +12,29 @@ from trainer.record import Run, RunSummary
 from trainer.verdict import EpochVerdict, bootstrap_ci
 
 
-def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
-    """Mean margin gain (with a 95% interval over probes) per epoch, the control beside it, and side metrics."""
+def new_figure(*grid: int, size: tuple[float, float]):
+    """A headless matplotlib figure (no display here, in CI or on the GPU machine)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
+    return plt.subplots(*grid, figsize=size)
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
+    """Mean margin gain (with a 95% interval over probes) per epoch, the control beside it, and side metrics."""
+    fig, (left, right) = new_figure(1, 2, size=(11, 4.8))
     _plot_gain(left, run, "tuned", "tab:blue")
     if run.control is not None:
         _plot_gain(left, run.control, "null control", "tab:gray")
@@ -34,11 +49,7 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
         _plot_text_metrics(right, run.control, " (control)", "--")
     right.set(xlabel="epoch", title="behavior in text vs distance moved")
     right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
