@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trainer.experiment import Experiment
 from trainer.record import Run
@@ -32,7 +32,6 @@ class Trial:
     seeds: int = DEFAULT_SEEDS
     progress: bool = True
     with_control: bool = True
-    _loaded: dict = field(default_factory=dict, repr=False)
 
     def seed_experiments(self) -> list[Experiment]:
         first = self.experiment.seed
