@@ -33,9 +33,9 @@ def contradicted(lr: float, reason: str) -> pytest.param:
     return pytest.param(lr, id=f"lr{lr:g}", marks=pytest.mark.xfail(strict=True, reason=MEASURED + reason))
 
 
-def onsets(lr: float) -> Experiment:
+def onsets(lr: float, model: str = "smollm2-135m") -> Experiment:
     """The seed's recipe, evaluated every epoch (onsets are 1-6, so every epoch counts), margins only."""
-    return Experiment(model="smollm2-135m", epochs=BY_EPOCH, eval_every=1, lr=lr, generate=False)
+    return Experiment(model=model, epochs=BY_EPOCH, eval_every=1, lr=lr, generate=False)
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.inertia]
@@ -72,21 +72,23 @@ def test_size_ladder_onset_grows_with_layers(inertia_curve, expect_curve, lr):
     expect_curve(inertia_curve(onsets(lr), LADDER, BY_EPOCH)).increases_with_size()
 
 
-REFERENCE = ["smollm2-135m", "gemma3-270m"]  # the seed's recipe (lr 1e-5, eval every 2), as in test_stance_shift
+# The error rates of the rule that decides the curve's onsets, on the question the curve asks (lr 1e-5,
+# every epoch through 6, six looks): the first three seeds and controls are the curve's own runs.
+REFERENCE = ["smollm2-135m", "gemma3-270m"]
 
 
 @pytest.mark.finding("The shift decision rule keeps false positives at or below 5% on null runs")
 @pytest.mark.parametrize("model", REFERENCE)
 def test_false_positive_rate_on_null_runs(error_rates, expect_rate, model):
-    rates = error_rates(Experiment(model=model, epochs=10), replicates=6, by_epoch=10)
+    rates = error_rates(onsets(1e-5, model), replicates=6, by_epoch=BY_EPOCH)
     expect_rate(rates.false_positive, "placebo-vs-placebo false alarms").at_most(0.05)
 
 
 @pytest.mark.finding("The shift decision rule detects the reference shift with at least 90% power")
 @pytest.mark.parametrize("model", REFERENCE)
 def test_power_on_the_reference_shift(error_rates, expect_rate, model):
-    rates = error_rates(Experiment(model=model, epochs=10), replicates=6, by_epoch=10)
-    expect_rate(rates.power, "treatment seeds that shift by epoch 10").at_least(0.9)
+    rates = error_rates(onsets(1e-5, model), replicates=6, by_epoch=BY_EPOCH)
+    expect_rate(rates.power, f"treatment seeds that shift by epoch {BY_EPOCH}").at_least(0.9)
 
 
 @pytest.mark.finding("A run at lr=0 (placebo) never shifts: probing is deterministic")

@@ -19,4 +19,5 @@ def private_cache(tmp_path, monkeypatch):
     root = tmp_path / "ft-cache"
     monkeypatch.setenv("FT_CACHE_DIR", str(root))
     monkeypatch.delenv("FT_MODEL_DIR", raising=False)
+    monkeypatch.setenv("FT_PARALLEL_RUNS", "1")  # in-process, so monkeypatch and capsys see training; see test_parallel
     return root

@@ -126,6 +126,12 @@ def test_bad_threshold_option_is_a_usage_error(suite):
     result.stderr.fnmatch_lines(["*alpha=2.0: must be in (0, 1)*"])
 
 
+def test_bad_parallel_runs_option_is_a_usage_error(suite):
+    result = suite.runpytest("--ft-parallel-runs", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ft-parallel-runs=0: must be >= 1*"])
+
+
 def test_allure_results_carry_labels_and_evidence(suite, tmp_path):
     import json
 

@@ -117,3 +117,15 @@ def test_bad_cache_cap_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(retention.LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match=r"FT_CACHE_MAX_GB='lots': must be a number of GB"):
         retention.limit_bytes()
+
+
+def test_cache_sizing_tolerates_files_removed_by_a_parallel_run(tmp_path):
+    from trainer import retention
+
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    assert retention.size_of(folder) == 10
+    (folder / "model.safetensors").unlink()
+    folder.rmdir()
+    assert retention.size_of(folder) == 0

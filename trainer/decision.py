@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 
 from trainer.experiment import Experiment
+from trainer.parallel import obtain_all
 from trainer.record import Run
-from trainer.runner import obtain, obtain_with_control, record_decision
+from trainer.runner import record_decision
 from trainer.verdict import SeedsVerdict, Thresholds, judge_seeds, onset_interval
 
 DEFAULT_SEEDS = 3
@@ -41,9 +42,14 @@ class Trial:
     def runs(self, through_epoch: int, seeds: int | None = None) -> list[Run]:
         """Each seed's run (null control attached) through `through_epoch`, training what the cache lacks."""
         self._check_epoch(through_epoch)
-        get = obtain_with_control if self.with_control and self.experiment.data != "control" else obtain
-        return [get(exp.with_epochs(through_epoch), self.progress)
-                for exp in self.seed_experiments()[: seeds or self.seeds]]
+        chosen = [exp.with_epochs(through_epoch) for exp in self.seed_experiments()[: seeds or self.seeds]]
+        if not (self.with_control and self.experiment.data != "control"):
+            return obtain_all(chosen, self.progress)
+        both = obtain_all([e for exp in chosen for e in (exp, exp.control())], self.progress)
+        runs = both[0::2]
+        for run, control in zip(runs, both[1::2]):
+            run.control = control
+        return runs
 
     def primary(self, through_epoch: int) -> Run:
         """The first seed's run: the one with generated text, read by the per-metric questions."""

@@ -16,6 +16,9 @@ class ConfigError(SuiteError, ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{subject} is invalid ({len(self.problems)} problem(s)):\n{lines}")
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses from a worker process
+        return type(self), (self.subject, self.problems)
+
 
 class UnknownModelError(SuiteError, KeyError):
     """A model name that is neither registered nor a folder on disk."""

@@ -7,6 +7,7 @@ schedule) and each epoch's shuffle and dropout RNG are seeded from (seed, epoch)
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -55,8 +56,10 @@ def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...
                optimizer, start_epoch: int, after_epoch: Callable[[int, dict], None],
                progress: bool = True) -> None:
     """Train epochs start_epoch+1 .. exp.epochs, calling `after_epoch` (evaluate/checkpoint) after each."""
-    bar = tqdm(range(start_epoch + 1, exp.epochs + 1), desc=f"fine-tune {exp.model}", unit="epoch",
-               initial=start_epoch, total=exp.epochs, disable=not progress, dynamic_ncols=True)
+    label = f"fine-tune {exp.model} seed {exp.seed}" + (" (null control)" if exp.data == "control" else "")
+    bar = tqdm(range(start_epoch + 1, exp.epochs + 1), desc=label, unit="epoch", initial=start_epoch,
+               total=exp.epochs, disable=not progress, dynamic_ncols=True,
+               position=int(os.environ.get("FT_PROGRESS_ROW", 0)))  # side-by-side runs: one row each
     for epoch in bar:
         started = time.perf_counter()
         log = train_one_epoch(model, optimizer, epoch_batches(tokenizer, fmt, examples, exp, epoch), exp, epoch)

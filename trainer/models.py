@@ -47,6 +47,10 @@ class ModelSource:
     def check_available(self) -> None:
         """Raise WeightsMissing (tests skip) or a clear error when weights cannot be loaded."""
 
+    def parameters_at_most(self) -> int | None:
+        """An upper bound on the parameter count without loading anything (None: unknown)."""
+        return self.published_params
+
 
 @dataclass(frozen=True)
 class WheelGGUF(ModelSource):
@@ -166,6 +170,10 @@ class LocalFolder(ModelSource):
     def fingerprint(self) -> str:
         return folder_fingerprint(Path(self.path))
 
+    def parameters_at_most(self) -> int | None:
+        """Weights are stored in 2 bytes per parameter or more."""
+        return sum(f.stat().st_size for f in Path(self.path).glob("*.safetensors")) // 2 or None
+
     def load(self) -> Loaded:
         model, tokenizer = load_folder(Path(self.path))
         return Loaded(model, tokenizer, self.prompt_style)
@@ -178,6 +186,9 @@ class TinyRandom(ModelSource):
     model_type: str = "llama"
     config: dict = field(default_factory=dict)
     init_seed: int = 0
+
+    def parameters_at_most(self) -> int:
+        return 1_000_000  # the tiny configs have tens of thousands
 
     def fingerprint(self) -> str:
         return _digest("tiny", self.model_type, json.dumps(self.config, sort_keys=True), str(self.init_seed),
@@ -221,6 +232,9 @@ class LayerSubset(ModelSource):
 
     def check_available(self) -> None:
         REGISTRY[self.base].check_available()
+
+    def parameters_at_most(self) -> int | None:
+        return REGISTRY[self.base].parameters_at_most()
 
     def fingerprint(self) -> str:
         return _digest(REGISTRY[self.base].fingerprint(), f"layers-kept:{self.keep}:head-{self.head}-and-tail-v1")

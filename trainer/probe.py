@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from trainer.data import Behavior, PromptFormat, pad_id
 
 
 @torch.inference_mode()
-def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batch_size: int = 16) -> list[float]:
+def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batch_size: int = 48) -> list[float]:
     continuations = [fmt.continuation_ids(tokenizer, c) for c in behavior.targets + behavior.contrasts]
     scores = torch.cat([
         continuation_logprobs(model, tokenizer, fmt, list(behavior.probes[i: i + batch_size]), continuations)
@@ -30,30 +32,33 @@ def continuation_logprobs(model, tokenizer, fmt: PromptFormat, prompts: list[str
                           continuations: list[list[int]]) -> torch.Tensor:
     """[prompts, continuations] mean per-token log-prob of each continuation after each prompt.
 
-    Each prompt is encoded once (left-padded, explicit positions) and its KV cache is repeated for
-    every continuation, so the long chat-formatted prompt is not re-encoded per continuation.
+    Each prompt is encoded once (left-padded, explicit positions); each continuation is then fed
+    after a copy of that KV cache as one unpadded batch, without its last token (nothing follows
+    it). So only positions that are scored pay for the LM head: with Gemma's 262k-token vocabulary
+    the head dominates, and padding continuations to a common width wasted ~40% of it.
     """
-    n_cont = len(continuations)
     prompt_ids, prompt_mask = _left_pad([fmt.prompt_ids(tokenizer, p) for p in prompts], pad_id(tokenizer))
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
                 use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).repeat_interleave(n_cont, dim=0)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(n_cont)
-    width = max(len(c) for c in continuations)
-    cont = torch.full((len(prompts) * n_cont, width), pad_id(tokenizer), dtype=torch.long)
-    cont_mask = torch.zeros_like(cont)
-    for row in range(cont.shape[0]):
-        ids = continuations[row % n_cont]
-        cont[row, : len(ids)] = torch.tensor(ids)
-        cont_mask[row, : len(ids)] = 1
-    lengths = prompt_mask.sum(dim=1).repeat_interleave(n_cont)
-    rest = model(input_ids=cont, attention_mask=torch.cat([prompt_mask.repeat_interleave(n_cont, dim=0), cont_mask], 1),
-                 position_ids=lengths[:, None] + torch.arange(width), past_key_values=cache, use_cache=True)
-    later = torch.log_softmax(rest.logits[:, :-1].float(), dim=-1)  # position j predicts token j + 1
-    picked = torch.cat([first.gather(1, cont[:, :1]), later.gather(2, cont[:, 1:, None]).squeeze(-1)], dim=1)
-    mean = (picked * cont_mask).sum(dim=1) / cont_mask.sum(dim=1)
-    return mean.view(len(prompts), n_cont)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    lengths = prompt_mask.sum(dim=1, keepdim=True)
+    return torch.stack([_mean_continuation_logprob(model, out.past_key_values, prompt_mask, lengths, first, ids)
+                        for ids in continuations], dim=1)
+
+
+def _mean_continuation_logprob(model, prompt_cache, prompt_mask: torch.Tensor, lengths: torch.Tensor,
+                               first: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """Mean log-prob of one continuation after every prompt; the first token's comes from the prompt pass."""
+    tokens = torch.tensor(ids).expand(len(prompt_mask), -1)
+    total = first[:, ids[0]]
+    if len(ids) > 1:
+        fed = tokens[:, :-1]  # token j predicts token j + 1
+        rest = model(input_ids=fed, attention_mask=torch.cat([prompt_mask, torch.ones_like(fed)], dim=1),
+                     position_ids=lengths + torch.arange(fed.shape[1]), past_key_values=copy.deepcopy(prompt_cache),
+                     use_cache=True)
+        later = torch.log_softmax(rest.logits.float(), dim=-1).gather(2, tokens[:, 1:, None]).squeeze(-1)
+        total = total + later.sum(dim=1)
+    return total / len(ids)
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

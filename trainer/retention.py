@@ -36,12 +36,23 @@ def limit_bytes() -> int:
 
 def checkpoints() -> list[Path]:
     """Every run's checkpoint folder, oldest written first."""
-    found = store.cache_root().glob("runs/*/checkpoint-*")
-    return sorted((p for p in found if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    found = [(p, _stat(p)) for p in store.cache_root().glob("runs/*/checkpoint-*")]
+    return [p for p, st in sorted((f for f in found if f[1] is not None), key=lambda f: f[1].st_mtime)
+            if p.is_dir()]
 
 
 def size_of(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    """Bytes in the folder; files removed meanwhile count 0 (os.walk skips folders that vanish)."""
+    sizes = (_stat(Path(top) / name) for top, _, names in os.walk(folder) for name in names)
+    return sum(st.st_size for st in sizes if st is not None)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """None for a file another process removed meanwhile (runs train side by side)."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
 
 
 def enforce_limit(keep: Path) -> list[Path]:

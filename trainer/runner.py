@@ -79,6 +79,15 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
     return Run(body, exp.epochs, from_cache=False, path=str(folder))
 
 
+def is_cached(exp: Experiment) -> bool:
+    """Whether the cache already answers `exp` (a cheap look at its record; no model is loaded)."""
+    try:
+        body = store.read_record(store.run_dir(experiment_key(exp)) / store.RECORD)
+    except CacheCorrupt:
+        return False
+    return body is not None and body["epochs_done"] >= exp.epochs
+
+
 def obtain_with_control(exp: Experiment, progress: bool = True) -> Run:
     """The run plus its null control (same run on placebo data) attached as `run.control`."""
     run = obtain(exp, progress)
