@@ -7,11 +7,12 @@ in the curve's evidence, not skipped; the offline models and the SmolLM2 size la
 
 Measured 2026-11-24: at the seed's lr 1e-5 every model here shifts after one epoch; at 3e-6 the
 onsets are 2, 1, 3, 1 epochs for 81M, 106M, 135M, 268M parameters. The seed's "larger models need
-more epochs" does not hold on these models (strict xfails below). The decision rule's false-positive
-rate on placebo experiments is 0/20 on both models (the per-seed probe-level rule alone: 27% on
-SmolLM2, 67% on Gemma-3), its power on the reference shift 20/20.
+more epochs" does not hold on these models (strict xfails below). On the curve's own question (lr
+1e-5, every epoch through 6) the decision rule's false-positive rate on placebo experiments is 0/20
+on both models (the per-seed probe-level rule alone: 0/30 on SmolLM2, 18/30 on Gemma-3), its power
+on the reference shift 20/20 on both.
 
-This tier takes tens of minutes cold on 2 CPU cores, so `make test` deselects it (-m "not inertia");
+This tier takes ~40 minutes cold on 2 CPU cores, so `make test` deselects it (-m "not inertia");
 `make report` and `make inertia` run it.
 """
 
