@@ -46,7 +46,9 @@ def main() -> int:
         results["cold_make_test"] = {"seconds": round(seconds, 1), "exit_code": code, "tail": tail[-1500:]}
     else:
         timed(["make", "venv"], clone, env)
-    runs = {"warm_behaviors": ["behaviors"], "phi2_without_weights": ["behaviors", "-k", "phi2", "-rs"]}
+    # The CI tier only: the inertia tier (marker `inertia`) has its own benchmark, inertia_timings.py.
+    runs = {"warm_behaviors": ["behaviors", "-m", "not inertia"],
+            "phi2_without_weights": ["behaviors", "-m", "not inertia", "-k", "phi2", "-rs"]}
     for name, extra in runs.items():
         seconds, code, tail = timed(pytest + extra, clone, env)
         results[name] = {"seconds": round(seconds, 1), "exit_code": code, "tail": tail[-1500:]}
