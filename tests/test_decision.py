@@ -53,3 +53,21 @@ def test_replicate_runs_differ_and_skip_generation():
     assert runs[0].evaluation(2)["margins"] != runs[1].evaluation(2)["margins"]
     assert "generations" in runs[0].evaluation(2) and "generations" not in runs[1].evaluation(2)
     assert "generations" in runs[1].baseline, "the shared baseline always carries text"
+
+
+def test_a_shift_question_past_a_stopped_run_says_where_and_why_it_stopped():
+    import pytest
+
+    from trainer.decision import StoppedRun
+
+    nan_recipe = Experiment(**{**TINY, "eval_every": 1, "generate": False}, precision="fp16")  # NaN at step 1
+    trial = Trial(nan_recipe, seeds=1, progress=False, with_control=False)
+    with pytest.raises(StoppedRun, match=r"stopped at epoch 1 \(non-finite weights at step 1\).*epoch 2 cannot "
+                                         r"be judged.*on_nonfinite='continue'"):
+        first_shift(trial, 4, LOOSE, "shift by epoch 4")
+
+
+def test_numerical_questions_train_the_first_seed_without_a_control():
+    trial = Trial(Experiment(**TINY), seeds=3, progress=False)
+    run = trial.primary(2, with_control=False)
+    assert run.control is None and run.experiment["seed"] == 0

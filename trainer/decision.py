@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from trainer.errors import SuiteError
 from trainer.experiment import Experiment
 from trainer.parallel import obtain_all
 from trainer.record import Run
@@ -19,6 +20,10 @@ from trainer.runner import record_decision
 from trainer.verdict import SeedsVerdict, Thresholds, judge_seeds, onset_interval
 
 DEFAULT_SEEDS = 3
+
+
+class StoppedRun(SuiteError):
+    """A shift question reached past the epoch where one of its runs stopped training for good."""
 
 
 @dataclass
@@ -51,8 +56,12 @@ class Trial:
             run.control = control
         return runs
 
-    def primary(self, through_epoch: int) -> Run:
-        """The first seed's run: the one with generated text, read by the per-metric questions."""
+    def primary(self, through_epoch: int, with_control: bool = True) -> Run:
+        """The first seed's run: the one with generated text, read by the per-metric questions
+        (numerical questions need no control: `with_control=False`)."""
+        if not with_control:
+            self._check_epoch(through_epoch)
+            return obtain_all([self.experiment.with_epochs(through_epoch)], self.progress)[0]
         return self.runs(through_epoch, seeds=1)[0]
 
     def looks(self, by_epoch: int) -> list[int]:
@@ -105,6 +114,7 @@ def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: s
     runs: list[Run] = []
     for epoch in looks:
         runs = trial.runs(epoch)
+        _check_not_stopped(runs, epoch)
         verdicts.append(judge_seeds(runs, epoch, thresholds, len(looks)))
         if verdicts[-1].shifted:
             break
@@ -112,6 +122,16 @@ def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: s
     decision = Decision(question, by_epoch, len(looks), tuple(verdicts), tuple(runs), interval)
     _note(decision, thresholds)
     return decision
+
+
+def _check_not_stopped(runs: list[Run], epoch: int) -> None:
+    """A run that stopped for good (non-finite, refused unscale) has no behavior to judge after its stop."""
+    for run in runs + [r.control for r in runs if r.control is not None]:
+        if run.stopped and run.stopped["epoch"] < epoch:
+            raise StoppedRun(f"{run.model} seed {run.experiment['seed']} ({run.experiment['data']} data) stopped "
+                             f"at epoch {run.stopped['epoch']} ({run.stopped['reason']} at step "
+                             f"{run.stopped['step']}), so its behavior at epoch {epoch} cannot be judged; ask about "
+                             f"epoch {run.stopped['epoch']} or earlier, or declare on_nonfinite='continue'")
 
 
 def _note(decision: Decision, thresholds: Thresholds) -> None:

