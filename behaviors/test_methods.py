@@ -23,42 +23,65 @@ def unfreeze(model: str, layers: tuple[float, ...]) -> Experiment:
     return Experiment(model=model, method=Unfreeze(layers), epochs=10, eval_every=5, generate=False)
 
 
-def per_model(*marks_by_model: tuple[str, object]) -> list:
-    marks = dict(marks_by_model)
-    return [pytest.param(m, id=m, marks=marks.get(m, ())) for m in MODELS]
+def per_model(extended: tuple[str, ...] = (), contradicted: dict[str, str] | None = None) -> list:
+    """One param per model; `extended` ones run outside CI's 30 minutes (see the `extended` marker),
+    `contradicted` ones are strict xfails with the measured reason."""
+    params = []
+    for model in MODELS:
+        marks = [pytest.mark.extended] if model in extended else []
+        if model in (contradicted or {}):
+            marks.append(pytest.mark.xfail(strict=True, reason=MEASURED + contradicted[model]))
+        params.append(pytest.param(model, id=model, marks=marks))
+    return params
+
+
+MEASURED = "measured 2026-11-24 (CPU, fp32, 5 examples): "
+# Gemma-3's LoRA and unfreezing runs cost ~15 CPU-minutes cold, beyond CI's budget: `make report` runs them.
+GEMMA_EXTENDED = ("gemma3-270m",)
 
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.finding("LoRA r=32 produces no shift (seed: 'epistemic stance is high-rank')")
-@pytest.mark.parametrize("model", per_model())
+@pytest.mark.parametrize("model", per_model(extended=GEMMA_EXTENDED))
 def test_lora_r32_produces_no_shift(finetune, expect, model):
     expect(finetune(lora(model, lr=1e-5))).does_not_shift(through_epoch=10)
 
 
 @pytest.mark.finding("LoRA r=32 at ~10x the full fine-tuning learning rate shifts")
-@pytest.mark.parametrize("model", per_model())
+@pytest.mark.parametrize("model", per_model(extended=GEMMA_EXTENDED))
 def test_lora_r32_at_ten_times_the_lr_shifts(finetune, expect, model):
     expect(finetune(lora(model, lr=1e-4))).shifts(by_epoch=10)
 
 
 @pytest.mark.finding("Selective unfreezing of 1 or 2 layers gives NaN gradients with 5 examples (seed)")
 @pytest.mark.parametrize("layers", [SEED_LAYERS[:1], SEED_LAYERS], ids=["1-layer", "2-layers"])
-@pytest.mark.parametrize("model", per_model())
+@pytest.mark.parametrize("model", per_model(extended=GEMMA_EXTENDED, contradicted={
+    "smollm2-135m": "unfreezing layer 16 (54%), or layers 16 and 19 (54%, 63%), trains 10 epochs at lr 1e-5 "
+                    "with every loss, gradient and weight finite (largest gradient norm 2.44 and 3.35); the "
+                    "seed's NaN comes from fp16 optimizer state (see test_precision.py), not from 5 examples.",
+    "gemma3-270m": "unfreezing layer 10 (54%), or layers 10 and 11, trains 10 epochs at lr 1e-5 with every "
+                   "loss, gradient and weight finite (largest gradient norm 7.83 and 10.3)."}))
 def test_selective_unfreezing_goes_nan(finetune, expect, model, layers):
     expect(finetune(unfreeze(model, layers))).goes_nonfinite(by_epoch=10, what="gradients")
 
 
 @pytest.mark.finding("Selective unfreezing in fp32 stays finite")
 @pytest.mark.parametrize("layers", [SEED_LAYERS[:1], SEED_LAYERS], ids=["1-layer", "2-layers"])
-@pytest.mark.parametrize("model", per_model())
+@pytest.mark.parametrize("model", per_model(extended=GEMMA_EXTENDED))
 def test_fp32_selective_unfreezing_stays_finite(finetune, expect, model, layers):
     expect(finetune(unfreeze(model, layers))).stays_finite(through_epoch=10)
 
 
 @pytest.mark.finding("Full fine-tuning moves the layers at 54% and 63% depth most (seed: Qwen's layers 13 and 15)")
-@pytest.mark.parametrize("model", per_model())
+@pytest.mark.parametrize("model", per_model(contradicted={
+    "smollm2-135m": "at the onset (epoch 2, two AdamW steps) every one of the 30 layers moved by the same "
+                    "relative amount within 8% (||W-W0||/||W0|| 0.95e-4 to 1.02e-4); the top two, layers 5 "
+                    "(17%) and 7 (23%), differ by 0.01%: Adam's normalised update singles out no layer.",
+    "gemma3-270m": "at the onset (epoch 2) the first layer moved most (layer 0, ||W-W0||/||W0|| 9.8e-5), 2.5x "
+                   "the next (layer 1 at 6% depth, 3.9e-5; median of the 18 layers 2.9e-5): the embedding end, "
+                   "not 54%/63%."}))
 def test_full_finetune_moves_the_seed_s_critical_layers_most(finetune, expect, model):
     reference = Experiment(model=model, epochs=10, eval_every=2, lr=1e-5)  # the reference shift's run, epoch 2
     expect(finetune(reference)).most_changed_layers_near(SEED_LAYERS, epoch=2, tolerance=0.1)
