@@ -4,7 +4,7 @@ Declarations only; the runs decide. Gemma-3 is not declared in fp16: it overflow
 it is a configuration error). Marked `extended`: on CPU an fp16 backward pass takes ~86 s for
 SmolLM2 (aten::mm in half precision; fp32: ~3 s), so these real-model runs cost ~6 minutes and
 run in `make report` / `make extended`; CI checks the same mechanisms on tiny models
-(tests/test_precision.py). Measured 2026-11-24 on SmolLM2: all three pass.
+(tests/test_numerics.py). Measured 2026-11-24 on SmolLM2: all three pass.
 """
 
 import pytest
