@@ -10,14 +10,10 @@ from trainer.runner import obtain
 TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 
 
-def events(run) -> list[dict]:
-    return [e for entry in run.train_log for e in entry["nonfinite"]]
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16-autocast", "fp16-autocast"])
 def test_fp32_master_weights_train_finitely_with_clipping(precision):
     run = obtain(Experiment(epochs=3, precision=precision, clip=1.0, **TINY), progress=False)
-    assert events(run) == [] and "stopped" not in run.body
+    assert run.nonfinite_events == [] and "stopped" not in run.body
     assert run.train_log[-1]["loss"] < run.train_log[0]["loss"]
     assert all(math.isfinite(m) for m in run.evaluation(3)["margins"])
 
@@ -32,7 +28,7 @@ def test_fp16_parameters_with_a_grad_scaler_are_refused_at_the_first_unscale():
 def test_adamw_on_fp16_parameters_turns_weights_non_finite_and_the_run_stops_there():
     run = obtain(Experiment(epochs=3, precision="fp16", **TINY), progress=False)
     assert run.body["stopped"]["step"] == 1 and "weights" in run.body["stopped"]["reason"]
-    assert events(run) == [{"step": 1, "loss": False, "gradients": False, "weights": True}]
+    assert run.nonfinite_events == [{"step": 1, "loss": False, "gradients": False, "weights": True}]
     again = obtain(Experiment(epochs=5, precision="fp16", **TINY), progress=False)
     assert again.from_cache, "a run that stopped for good answers longer requests from its record"
 
@@ -40,7 +36,7 @@ def test_adamw_on_fp16_parameters_turns_weights_non_finite_and_the_run_stops_the
 def test_continue_policy_trains_on_and_records_every_non_finite_step():
     run = obtain(Experiment(epochs=2, precision="fp16", on_nonfinite="continue", **TINY), progress=False)
     assert "stopped" not in run.body and run.evaluated_epochs == [0, 1, 2]
-    assert [e["step"] for e in events(run)] == [1, 2]
+    assert [e["step"] for e in run.nonfinite_events] == [1, 2]
     assert run.evaluation(2)["finite_logits"] is False and "generations" not in run.evaluation(2)
 
 

@@ -53,6 +53,11 @@ class Run:
         raise KeyError(f"epoch {epoch} was not evaluated; evaluated: {self.evaluated_epochs}{why}")
 
     @property
+    def nonfinite_events(self) -> list[dict]:
+        """Every step that went non-finite, in order: {"step", "loss", "gradients", "weights"}."""
+        return [e for entry in self.train_log for e in entry.get("nonfinite", [])]
+
+    @property
     def stopped(self) -> dict | None:
         """Where and why training ended early for good (non-finite step, refused unscale), if it did."""
         return self.body.get("stopped")
