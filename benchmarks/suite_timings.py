@@ -4,7 +4,9 @@
   warm re-run of `pytest behaviors/`                     (target < 20 s)
   `pytest behaviors/ -k phi2` without Phi-2 weights      (target: seconds, skips saying how to provide them)
 
-Usage: python benchmarks/suite_timings.py [--skip-cold] [--out benchmarks/results.json]
+  `make extended` after them, when asked                 (the tier beyond CI's budget; cold run cache)
+
+Usage: python benchmarks/suite_timings.py [--skip-cold] [--extended] [--out benchmarks/results.json]
 The cold run clones HEAD into a temp folder, so uncommitted changes are not measured.
 """
 
@@ -32,6 +34,7 @@ def timed(command: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-cold", action="store_true", help="measure only warm and -k phi2 runs")
+    parser.add_argument("--extended", action="store_true", help="also time `make extended` in the same clone")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ft-bench-"))
@@ -46,12 +49,16 @@ def main() -> int:
         results["cold_make_test"] = {"seconds": round(seconds, 1), "exit_code": code, "tail": tail[-1500:]}
     else:
         timed(["make", "venv"], clone, env)
-    # The CI tier only: the inertia tier (marker `inertia`) has its own benchmark, inertia_timings.py.
-    runs = {"warm_behaviors": ["behaviors", "-m", "not inertia"],
-            "phi2_without_weights": ["behaviors", "-m", "not inertia", "-k", "phi2", "-rs"]}
+    # The CI tier only (what `make test` selects); the inertia tier has its own benchmark, inertia_timings.py.
+    ci_tier = ["-m", "not inertia and not extended"]
+    runs = {"warm_behaviors": ["behaviors", *ci_tier],
+            "phi2_without_weights": ["behaviors", *ci_tier, "-k", "phi2", "-rs"]}
     for name, extra in runs.items():
         seconds, code, tail = timed(pytest + extra, clone, env)
         results[name] = {"seconds": round(seconds, 1), "exit_code": code, "tail": tail[-1500:]}
+    if args.extended:
+        seconds, code, tail = timed(["make", "extended"], clone, env)
+        results["cold_make_extended"] = {"seconds": round(seconds, 1), "exit_code": code, "tail": tail[-1500:]}
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
