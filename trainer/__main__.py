@@ -1,4 +1,5 @@
-"""`python -m trainer models` lists the registry; `python -m trainer run MODEL ...` trains/probes one experiment."""
+"""`python -m trainer models` lists the registry; `run MODEL` trains/probes one experiment;
+`plan MODEL --budget 15GiB` prints the memory plan of every strategy (or the ones named)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,32 @@ def run_one(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_table(args: argparse.Namespace) -> int:
+    from trainer.memory import plan
+    from trainer.strategies import PRESETS
+    from trainer.units import format_bytes, parse_bytes
+
+    budget = parse_bytes(args.budget) if args.budget else None
+    # Offloading moves state from an accelerator to the host: on a CPU there is nothing to offload.
+    names = args.strategy or [name for name, s in PRESETS.items() if args.device == "cuda" or not s.offload]
+    where = "GPU" if args.device == "cuda" else "CPU"
+    print(f"{args.model}: batch {args.batch} x {args.seq} tokens on {where}"
+          + (f", budget {format_bytes(budget)}" if budget else ""))
+    header = f"{'strategy':24} {'weights':>10} {'grads':>10} {'optim':>10} {'activ':>10} {'logits':>10} " \
+             f"{'overhead':>10} {'total':>11} {'host':>10}" + ("  fits" if budget else "")
+    print(header)
+    for name in names:
+        planned = plan(args.model, name, batch=args.batch, seq=args.seq, device=args.device)
+        cells = " ".join(f"{format_bytes(planned.device_parts[part]):>10}" for part in
+                         ("weights", "gradients", "optimizer", "activations", "logits", "overhead"))
+        host = format_bytes(planned.host_total) if planned.host_parts else "-"
+        verdict = ("  yes" if planned.fits(budget) else "  NO") if budget else ""
+        print(f"{name:24} {cells} {format_bytes(planned.device_total):>11} {host:>10}{verdict}")
+    print("GB = 10^9 bytes, GiB = 2^30. Activations: traced training steps (FakeTensorMode + MemTracker) "
+          "at 1 and 2 layers, extended to every layer.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,9 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--eval-every", type=int, default=2)
     one.add_argument("--lr", type=float, default=1e-5)
     one.add_argument("--seed", type=int, default=0)
+    planner = commands.add_parser("plan", help="memory plan (bytes by part) per training strategy")
+    planner.add_argument("model")
+    planner.add_argument("--budget", default=None, help="e.g. 15GiB, '15 GB', 15360MiB: adds a fits column")
+    planner.add_argument("--strategy", action="append", help="a strategy name (repeatable; default: all)")
+    planner.add_argument("--batch", type=int, default=5)
+    planner.add_argument("--seq", type=int, default=128)
+    planner.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     args = parser.parse_args(argv)
+    commands_by_name = {"models": lambda: list_models(), "run": lambda: run_one(args), "plan": lambda: plan_table(args)}
     try:
-        return list_models() if args.command == "models" else run_one(args)
+        return commands_by_name[args.command]()
     except (SuiteError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

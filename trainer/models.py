@@ -52,6 +52,17 @@ class ModelSource:
         """An upper bound on the parameter count without loading anything (None: unknown)."""
         return self.published_params
 
+    def architecture(self):
+        """The transformers config (no weights): the bundled public config.json, else the local folder's."""
+        from trainer import model_configs
+
+        folder = model_configs.bundled_folder(self.name)
+        if folder is None:
+            raise ConfigError(f"model {self.name!r}", [
+                f"no bundled config for {self.name}; bundled: {', '.join(model_configs.bundled_names())} "
+                f"(add trainer/model_configs/{self.name}/config.json from its public repository)"])
+        return model_configs.load_config(folder)
+
 
 @dataclass(frozen=True)
 class WheelGGUF(ModelSource):
@@ -179,6 +190,11 @@ class LocalFolder(ModelSource):
         model, tokenizer = load_folder(Path(self.path))
         return Loaded(model, tokenizer, self.prompt_style)
 
+    def architecture(self):
+        from trainer import model_configs
+
+        return model_configs.load_config(Path(self.path))
+
 
 @dataclass(frozen=True)
 class TinyRandom(ModelSource):
@@ -195,14 +211,20 @@ class TinyRandom(ModelSource):
         return _digest("tiny", self.model_type, json.dumps(self.config, sort_keys=True), str(self.init_seed),
                        "byte-tokenizer-v1")
 
-    def load(self) -> Loaded:
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+    def architecture(self, tokenizer=None):
+        from transformers import AutoConfig
 
-        tokenizer = byte_tokenizer()
-        config = AutoConfig.for_model(
+        tokenizer = tokenizer or byte_tokenizer()
+        return AutoConfig.for_model(
             self.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **self.config)
+
+    def load(self) -> Loaded:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = byte_tokenizer()
+        config = self.architecture(tokenizer)
         torch.manual_seed(self.init_seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         return Loaded(model.eval(), tokenizer, self.prompt_style)
@@ -239,6 +261,15 @@ class LayerSubset(ModelSource):
 
     def fingerprint(self) -> str:
         return _digest(REGISTRY[self.base].fingerprint(), f"layers-kept:{self.keep}:head-{self.head}-and-tail-v1")
+
+    def architecture(self):
+        from trainer import model_configs
+
+        base = REGISTRY[self.base].architecture()
+        smaller = model_configs.with_layers(base, self.keep)
+        if getattr(base, "layer_types", None):
+            smaller.layer_types = [base.layer_types[i] for i in self.kept_layers(base.num_hidden_layers)]
+        return smaller
 
     def load(self) -> Loaded:
         import torch

@@ -170,3 +170,37 @@ def numerics_timeline_png(run: Run, title: str) -> bytes:
     axis.set(xlabel="epoch")
     axis.legend(fontsize=8)
     return figure_png(fig)
+
+
+def memory_breakdown_png(plan, budget: int | None, title: str) -> bytes:
+    """Stacked bars of a plan's parts on the device and on the host, with the budget as a line (GiB)."""
+    from trainer.memory import PARTS
+
+    fig, axis = new_figure(1, 1, size=(7, 4.5))
+    sides = [("device", plan.device_parts)] + ([("host", plan.host_parts)] if plan.host_parts else [])
+    colors = dict(zip(PARTS, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple", "tab:gray")))
+    labelled: set[str] = set()
+    for x, (_, parts) in enumerate(sides):
+        bottom = 0.0
+        for part in PARTS:
+            size = parts.get(part, 0) / 2**30
+            if size:
+                axis.bar(x, size, bottom=bottom, color=colors[part], label=None if part in labelled else part)
+                labelled.add(part)
+                bottom += size
+        axis.annotate(f"{bottom:.2f} GiB", (x, bottom), ha="center", va="bottom", fontsize=9)
+    if budget:
+        axis.axhline(budget / 2**30, color="black", linestyle="--", label=f"budget {budget / 2**30:.2f} GiB")
+    axis.set_xticks(range(len(sides)), [("GPU" if plan.device == "cuda" else "CPU") if s == "device" else "host"
+                                        for s, _ in sides])
+    axis.set(ylabel="GiB at the peak", title=title)
+    axis.legend(fontsize=8, loc="upper right")
+    return figure_png(fig)
+
+
+def memory_plan_csv(plan) -> str:
+    from trainer.memory import PARTS
+
+    rows = ["part,device_bytes,host_bytes"]
+    rows += [f"{part},{plan.device_parts.get(part, 0)},{plan.host_parts.get(part, 0)}" for part in PARTS]
+    return "\n".join(rows + [f"total,{plan.device_total},{plan.host_total}"])

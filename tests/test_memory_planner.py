@@ -1,0 +1,155 @@
+"""The memory planner: budgets, bundled architectures, traced events extended to full depth, measured peaks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from trainer import memory, model_configs
+from trainer.errors import ConfigError
+from trainer.memory_measure import measure
+from trainer.memory_trace import trace_step
+from trainer.strategies import PRESETS, Strategy, strategy_named
+from trainer.units import format_bytes, parse_bytes
+
+PUBLISHED = {"phi-2": 2_779_683_840, "phi-1.5": 1_418_270_720, "qwen2-0.5b": 494_032_768,
+             "smollm2-135m": 134_515_008, "gemma3-270m": 268_098_176}
+
+
+@pytest.mark.parametrize("text, size", [
+    ("15 GB", 15 * 10**9), ("15GB", 15 * 10**9), ("15GiB", 15 * 2**30), ("15360MiB", 15 * 2**30),
+    ("1.5 GiB", int(1.5 * 2**30)), ("512", 512), (2048, 2048)])
+def test_budget_strings_parse(text, size):
+    assert parse_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["fifteen", "15 GQ", "", "GiB", "-1GiB", "0GB", 0, -5])
+def test_budget_strings_that_do_not_parse_are_named_with_the_fix(text):
+    with pytest.raises(ConfigError) as error:
+        parse_bytes(text)
+    assert repr(text) in str(error.value)
+
+
+def test_bytes_print_in_binary_units():
+    assert format_bytes(15 * 2**30) == "15.00 GiB"
+    assert format_bytes(3 * 2**20) == "3.00 MiB"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_bundled_configs_give_the_published_parameter_counts_exactly(name):
+    config = model_configs.load_config(model_configs.bundled_folder(name))
+    assert model_configs.parameter_count(config) == PUBLISHED[name]
+
+
+def test_unknown_strategy_lists_the_choices():
+    with pytest.raises(ConfigError, match="fp32-adamw"):
+        strategy_named("fp64-lion")
+
+
+def test_strategy_fields_are_validated():
+    with pytest.raises(ConfigError, match="offload='disk'"):
+        Strategy("x", "bad", offload="disk")
+
+
+@pytest.mark.parametrize("batch, seq", [(-1, 128), (5, 0), (5, -128), (2.5, 128)])
+def test_negative_or_fractional_batch_and_sequence_are_refused(batch, seq):
+    with pytest.raises(ConfigError, match="must be an integer >= 1"):
+        memory.plan("tiny-llama", batch=batch, seq=seq)
+
+
+def test_offload_on_a_cpu_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="device='cuda'"):
+        memory.plan("tiny-llama", "fp32-offload", device="cpu")
+
+
+def test_a_model_without_a_bundled_architecture_names_where_to_add_one():
+    from trainer.models import HubModel
+
+    with pytest.raises(ConfigError, match="trainer/model_configs/some-model/config.json"):
+        HubModel("some-model", repo_id="org/some-model").architecture()
+
+
+@pytest.mark.parametrize("strategy", ["fp32-adamw", "sgd", "lora-fp32", "grad-checkpointing",
+                                      "fp32-offload", "fp32-offload-streaming", "amp-bf16"])
+def test_events_traced_at_one_and_two_layers_extend_exactly_to_full_depth(strategy):
+    """The planner's central claim, against a real (not fake) trace of a 5-layer model."""
+    config = model_configs.with_layers(_tiny_config(), 5)
+    planned = memory.traced_at_depth("tiny-llama", config, PRESETS[strategy], batch=3, seq=24, foreach=False)
+    real = trace_step(config, PRESETS[strategy], batch=3, seq=24, fake=False, model_name="tiny-llama")
+    assert planned["full"].peak.total == pytest.approx(real.peak.total, rel=0.02)
+    assert planned["full"].trainable == real.trainable
+
+
+def test_adamw_state_is_twice_the_trained_parameters_in_a_real_run():
+    measured = measure("tiny-llama", "fp32-adamw", batch=2, seq=16)
+    assert measured.out_of_memory is None and measured.peak_bytes > 0
+    assert measured.optimizer_to_parameters == pytest.approx(2.0)
+
+
+def test_running_out_of_memory_is_a_result_not_a_crash():
+    measured = measure("tiny-llama", "fp32-adamw", batch=2, seq=16, limit="1MiB")
+    assert measured.peak_bytes is None
+    assert "memory" in measured.out_of_memory.lower()
+
+
+def test_plan_parts_add_up_and_budgets_decide_fits():
+    plan = memory.plan("tiny-llama", "fp32-adamw", batch=2, seq=16, device="cuda")
+    assert plan.device_total == sum(plan.device_parts.values())
+    assert set(plan.device_parts) == set(memory.PARTS)
+    assert plan.fits("1GiB")
+    assert not plan.fits(plan.device_total - 1)
+    assert "weights" in plan.table() and "tiny-llama" in plan.describe()
+
+
+def test_offload_moves_optimizer_state_to_the_host():
+    on_device = memory.plan("tiny-llama", "fp32-adamw", batch=2, seq=16)
+    offloaded = memory.plan("tiny-llama", "fp32-offload-streaming", batch=2, seq=16)
+    assert offloaded.device_parts["optimizer"] == 0
+    assert offloaded.host_parts["optimizer"] == 8 * offloaded.trainable
+    assert offloaded.device_total < on_device.device_total
+
+
+def test_plans_are_cached_and_a_damaged_cache_entry_is_traced_again(monkeypatch):
+    first = memory.plan("tiny-qwen2", "sgd", batch=2, seq=16)
+    for entry in (memory.store.cache_root() / "memory-traces").glob("*.json"):
+        entry.write_text("{not json")
+    again = memory.plan("tiny-qwen2", "sgd", batch=2, seq=16)
+    assert again == first
+    monkeypatch.setattr(memory, "trace_step", _no_tracing)
+    assert memory.plan("tiny-qwen2", "sgd", batch=2, seq=16) == first
+
+
+def _no_tracing(*args, **kwargs):
+    raise AssertionError("traced although the cache holds this trace")
+
+
+def test_plan_command_prints_every_strategy_and_the_verdict():
+    done = _cli("plan", "tiny-llama", "--budget", "15GiB", "--batch", "2", "--seq", "16")
+    assert done.returncode == 0, done.stderr
+    for name in PRESETS:
+        assert name in done.stdout
+    assert "yes" in done.stdout
+
+
+def test_plan_command_refuses_a_budget_it_cannot_read():
+    done = _cli("plan", "tiny-llama", "--budget", "fifteen")
+    assert done.returncode == 2
+    assert "'fifteen'" in done.stderr and "15GiB" in done.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=300)
+
+
+def _tiny_config():
+    from trainer.models import REGISTRY
+
+    return REGISTRY["tiny-llama"].architecture()
+
+
+def test_plan_serialises_for_reports():
+    data = memory.plan("tiny-llama", batch=2, seq=16).as_dict()
+    assert json.loads(json.dumps(data))["strategy"] == "fp32-adamw"

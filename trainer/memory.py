@@ -1,0 +1,192 @@
+"""The memory planner: bytes by part for a model x strategy x batch x sequence length, on device and host.
+
+The device side comes from tracing real training steps of the architecture at 1 and 2 decoder layers
+(trainer.memory_trace, fake tensors: no weights, no memory) and extending every event to the full
+depth. The host side holds what an offload strategy moves there. Overheads that no trace sees are
+explicit and named: the CUDA context on a GPU, the allocator's slack on a CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trainer import model_configs, store
+from trainer.errors import ConfigError
+from trainer.memory_trace import Footprint, StepTrace, trace_step
+from trainer.strategies import Strategy, strategy_named
+from trainer.units import format_bytes, parse_bytes
+
+PARTS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
+DEVICES = ("cuda", "cpu")
+# A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (FACTS.md).
+CUDA_CONTEXT_BYTES = 512 * 2**20
+# glibc keeps freed blocks and CPU kernels take scratch space: measured peak RSS above the tensors'
+# peak on this machine (benchmarks/memory_accuracy.py) is about this fraction of that peak.
+CPU_ALLOCATOR_SLACK = 0.15
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the bytes of one training setup go at its peak; `fits(budget)` reads the device side."""
+
+    model: str
+    strategy: Strategy
+    batch: int
+    seq: int
+    device: str
+    parameters: int
+    trainable: int
+    peak_event: str
+    device_parts: dict[str, int]
+    host_parts: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def device_total(self) -> int:
+        return sum(self.device_parts.values())
+
+    @property
+    def host_total(self) -> int:
+        return sum(self.host_parts.values())
+
+    def fits(self, budget: str | int) -> bool:
+        return self.device_total <= parse_bytes(budget)
+
+    def headroom(self, budget: str | int) -> int:
+        """Budget minus planned peak (negative: short by that much)."""
+        return parse_bytes(budget) - self.device_total
+
+    def describe(self) -> str:
+        where = "GPU" if self.device == "cuda" else "CPU"
+        return (f"{self.model} / {self.strategy.name} (batch {self.batch} x {self.seq} tokens): "
+                f"{format_bytes(self.device_total)} on the {where}"
+                + (f", {format_bytes(self.host_total)} on the host" if self.host_parts else ""))
+
+    def table(self) -> str:
+        lines = [self.describe(), f"  {'part':12} {'device':>12} {'host':>12}"]
+        for part in PARTS:
+            host = self.host_parts.get(part)
+            lines.append(f"  {part:12} {format_bytes(self.device_parts.get(part, 0)):>12} "
+                         f"{format_bytes(host) if host else '-':>12}")
+        lines.append(f"  peak at: {self.peak_event}; {self.trainable:,} of {self.parameters:,} parameters train")
+        return "\n".join(lines + [f"  note: {note}" for note in self.notes])
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["strategy"] = self.strategy.name
+        data["device_total"], data["host_total"] = self.device_total, self.host_total
+        return data
+
+
+def plan(model: str, strategy: str | Strategy = "fp32-adamw", batch: int = 5, seq: int = 128,
+         device: str = "cuda") -> Plan:
+    """Plan one setup. Traces are cached on disk, so a repeated plan costs milliseconds."""
+    chosen = strategy_named(strategy)
+    _check_request(model, chosen, batch, seq, device)
+    config = architecture_of(model)
+    trace = traced_at_depth(model, config, chosen, batch, seq, foreach=device == "cuda")
+    parameters = model_configs.parameter_count(config)
+    return _assemble(model, chosen, batch, seq, device, parameters, trace, config.num_hidden_layers)
+
+
+def architecture_of(model: str):
+    from trainer.models import resolve_model
+
+    return resolve_model(model).architecture()
+
+
+def traced_at_depth(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> dict:
+    """Events at 1 and 2 layers (cached), plus the full depth's events."""
+    one, two = (_cached_trace(model, model_configs.with_layers(config, n), strategy, batch, seq, foreach)
+                for n in (1, 2))
+    return {"one": one, "two": two, "full": one.at_depth(two, config.num_hidden_layers)}
+
+
+def _assemble(model, strategy, batch, seq, device, parameters, trace, layers) -> Plan:
+    full: StepTrace = trace["full"]
+    event = full.peak_event
+    peak: Footprint = full.peak
+    per_layer = _activation_bytes(trace["two"].events[event]) - _activation_bytes(trace["one"].events[event])
+    activations = layers * per_layer
+    parts = {"weights": peak.weights, "gradients": peak.gradients, "optimizer": peak.optimizer,
+             "activations": activations, "logits": _activation_bytes(peak) - activations}
+    host, notes = _offloaded_state(strategy, full, device)
+    if strategy.optimizer == "adamw-8bit":
+        parts["optimizer"] += full.trainable_8bit_state
+        notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
+    parts["overhead"] = _overhead(device, sum(parts.values()))
+    notes.append(_overhead_note(device))
+    return Plan(model, strategy, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
+
+
+def _activation_bytes(footprint: Footprint) -> int:
+    return footprint.activations + footprint.temporaries
+
+
+def _offloaded_state(strategy: Strategy, full: StepTrace, device: str) -> tuple[dict, list[str]]:
+    """Host bytes of an offloading strategy: fp32 master weights, gradients and AdamW moments."""
+    if not strategy.offload:
+        return {}, []
+    trainable = full.trainable
+    return ({"weights": 4 * trainable, "gradients": 4 * trainable, "optimizer": 8 * trainable},
+            [f"{strategy.offload} offload: fp32 master weights, gradients and AdamW moments live on the host"])
+
+
+def _overhead(device: str, tensors: int) -> int:
+    return CUDA_CONTEXT_BYTES if device == "cuda" else int(CPU_ALLOCATOR_SLACK * tensors)
+
+
+def _overhead_note(device: str) -> str:
+    if device == "cuda":
+        return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, FACTS.md: a T4 leaves ~14.5 GiB)"
+    return f"overhead = CPU allocator slack ({CPU_ALLOCATOR_SLACK:.0%} of the tensors' peak, measured here)"
+
+
+def _check_request(model: str, strategy: Strategy, batch: int, seq: int, device: str) -> None:
+    problems = []
+    for name, value in (("batch", batch), ("seq", seq)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{name}={value!r}: must be an integer >= 1")
+    if device not in DEVICES:
+        problems.append(f"device={device!r}: must be one of {list(DEVICES)}")
+    if strategy.offload and device == "cpu":
+        problems.append(f"strategy {strategy.name!r} offloads from an accelerator to the host; "
+                        "plan it with device='cuda'")
+    if problems:
+        raise ConfigError(f"memory plan for {model!r}", problems)
+
+
+def _cached_trace(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> StepTrace:
+    path = _trace_path(config, strategy, batch, seq, foreach)
+    if path.is_file():
+        try:
+            return _trace_from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # a damaged entry is traced again, never used
+    trace = trace_step(config, strategy, batch, seq, model_name=model, foreach=foreach)
+    store.write_text_atomic(path, json.dumps(_trace_to_json(trace)))
+    return trace
+
+
+def _trace_path(config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> Path:
+    source = (Path(__file__).parent / "memory_trace.py").read_bytes()
+    key = json.dumps({"config": config.to_dict(), "strategy": repr(strategy), "batch": batch, "seq": seq,
+                      "foreach": foreach, "torch": importlib.metadata.version("torch"),
+                      "transformers": importlib.metadata.version("transformers"),
+                      "peft": importlib.metadata.version("peft"),
+                      "code": hashlib.sha256(source).hexdigest()}, sort_keys=True, default=str)
+    return store.cache_root() / "memory-traces" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def _trace_to_json(trace: StepTrace) -> dict:
+    return {"events": {name: asdict(f) for name, f in trace.events.items()}, "trainable": trace.trainable,
+            "trainable_8bit_state": trace.trainable_8bit_state}
+
+
+def _trace_from_json(data: dict) -> StepTrace:
+    return StepTrace({name: Footprint(**f) for name, f in data["events"].items()}, int(data["trainable"]),
+                     int(data["trainable_8bit_state"]))
