@@ -86,7 +86,7 @@ def test_events_traced_at_one_and_two_layers_extend_exactly_to_full_depth(strate
 def test_adamw_state_is_twice_the_trained_parameters_in_a_real_run():
     measured = measure("tiny-llama", "fp32-adamw", batch=2, seq=16)
     assert measured.out_of_memory is None and measured.peak_bytes > 0
-    assert measured.optimizer_to_parameters == pytest.approx(2.0)
+    assert measured.optimizer_to_parameters == pytest.approx(2.0, rel=1e-3)  # + a step counter per tensor
 
 
 def test_running_out_of_memory_is_a_result_not_a_crash():

@@ -40,7 +40,7 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def plan_table(args: argparse.Namespace) -> int:
-    from trainer.memory import plan
+    from trainer.memory import PARTS, plan
     from trainer.strategies import PRESETS
     from trainer.units import format_bytes, parse_bytes
 
@@ -50,18 +50,17 @@ def plan_table(args: argparse.Namespace) -> int:
     where = "GPU" if args.device == "cuda" else "CPU"
     print(f"{args.model}: batch {args.batch} x {args.seq} tokens on {where}"
           + (f", budget {format_bytes(budget)}" if budget else ""))
-    header = f"{'strategy':24} {'weights':>10} {'grads':>10} {'optim':>10} {'activ':>10} {'logits':>10} " \
-             f"{'overhead':>10} {'total':>11} {'host':>10}" + ("  fits" if budget else "")
-    print(header)
+    short = {"gradients": "grads", "optimizer": "optim", "optimizer step": "step", "activations": "activ"}
+    print(f"{'strategy':24} " + " ".join(f"{short.get(part, part):>10}" for part in PARTS)
+          + f" {'total':>11} {'host':>10}" + ("  fits" if budget else ""))
     for name in names:
         planned = plan(args.model, name, batch=args.batch, seq=args.seq, device=args.device)
-        cells = " ".join(f"{format_bytes(planned.device_parts[part]):>10}" for part in
-                         ("weights", "gradients", "optimizer", "activations", "logits", "overhead"))
+        cells = " ".join(f"{format_bytes(planned.device_parts[part]):>10}" for part in PARTS)
         host = format_bytes(planned.host_total) if planned.host_parts else "-"
         verdict = ("  yes" if planned.fits(budget) else "  NO") if budget else ""
         print(f"{name:24} {cells} {format_bytes(planned.device_total):>11} {host:>10}{verdict}")
-    print("GB = 10^9 bytes, GiB = 2^30. Activations: traced training steps (FakeTensorMode + MemTracker) "
-          "at 1 and 2 layers, extended to every layer.")
+    print("Bytes at each strategy's peak. GB = 10^9 bytes, GiB = 2^30. Traced training steps (FakeTensorMode "
+          "+ MemTracker) at 1 and 2 layers, extended to every layer; `step` = the optimizer update's temporaries.")
     return 0
 
 

@@ -20,7 +20,10 @@ from trainer.memory_trace import Footprint, StepTrace, trace_step
 from trainer.strategies import Strategy, strategy_named
 from trainer.units import format_bytes, parse_bytes
 
-PARTS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
+# "optimizer" is its state (AdamW: two moments); "optimizer step" the update's temporaries (PyTorch's
+# multi-tensor AdamW, its CUDA default, allocates a whole-model copy of the second moment's square root).
+# "logits" is what does not grow with depth: embeddings' output, logits and loss buffers.
+PARTS = ("weights", "gradients", "optimizer", "optimizer step", "activations", "logits", "overhead")
 DEVICES = ("cuda", "cpu")
 # A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (FACTS.md).
 CUDA_CONTEXT_BYTES = 512 * 2**20
@@ -67,10 +70,10 @@ class Plan:
                 + (f", {format_bytes(self.host_total)} on the host" if self.host_parts else ""))
 
     def table(self) -> str:
-        lines = [self.describe(), f"  {'part':12} {'device':>12} {'host':>12}"]
+        lines = [self.describe(), f"  {'part':14} {'device':>12} {'host':>12}"]
         for part in PARTS:
             host = self.host_parts.get(part)
-            lines.append(f"  {part:12} {format_bytes(self.device_parts.get(part, 0)):>12} "
+            lines.append(f"  {part:14} {format_bytes(self.device_parts.get(part, 0)):>12} "
                          f"{format_bytes(host) if host else '-':>12}")
         lines.append(f"  peak at: {self.peak_event}; {self.trainable:,} of {self.parameters:,} parameters train")
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
@@ -110,10 +113,13 @@ def _assemble(model, strategy, batch, seq, device, parameters, trace, layers) ->
     full: StepTrace = trace["full"]
     event = full.peak_event
     peak: Footprint = full.peak
+    state = full.events["forward <root>"].optimizer  # alive throughout the second step
     per_layer = _activation_bytes(trace["two"].events[event]) - _activation_bytes(trace["one"].events[event])
-    activations = layers * per_layer
-    parts = {"weights": peak.weights, "gradients": peak.gradients, "optimizer": peak.optimizer,
-             "activations": activations, "logits": _activation_bytes(peak) - activations}
+    in_flight = _activation_bytes(peak)
+    activations = min(in_flight, max(0, layers * per_layer))
+    parts = {"weights": peak.weights, "gradients": peak.gradients, "optimizer": min(state, peak.optimizer),
+             "optimizer step": max(0, peak.optimizer - state), "activations": activations,
+             "logits": in_flight - activations}
     host, notes = _offloaded_state(strategy, full, device)
     if strategy.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state

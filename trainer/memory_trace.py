@@ -13,6 +13,7 @@ layers bound all of them.)
 from __future__ import annotations
 
 import re
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 
@@ -94,7 +95,9 @@ def trace_step(config, strategy: Strategy, batch: int, seq: int, *, fake: bool =
 
     torch.manual_seed(seed)
     model = build_trainable(config, strategy, model_name, on_meta=fake)  # meta before fake mode: peft needs it
-    with FakeTensorMode() if fake else nullcontext():
+    with FakeTensorMode() if fake else nullcontext(), warnings.catch_warnings():
+        # MemTracker's own gradient hook finds None where a streamed gradient already left: expected.
+        warnings.filterwarnings("ignore", message="Expected a tensor or a traceable wrapper-subclass")
         trainable, optimizer = prepare_training(model, strategy, fake, foreach)
         ids = torch.randint(0, config.vocab_size, (batch, seq))
         tracker = MemTracker()
@@ -141,6 +144,7 @@ def build_trainable(config, strategy: Strategy, model_name: str, on_meta: bool =
     with torch.device("meta") if on_meta else nullcontext():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if strategy.checkpointing:
+        model.config.use_cache = False  # a KV cache is pointless in training and conflicts with recomputation
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if strategy.lora is not None:
         from trainer.experiment import Experiment

@@ -178,7 +178,8 @@ def memory_breakdown_png(plan, budget: int | None, title: str) -> bytes:
 
     fig, axis = new_figure(1, 1, size=(7, 4.5))
     sides = [("device", plan.device_parts)] + ([("host", plan.host_parts)] if plan.host_parts else [])
-    colors = dict(zip(PARTS, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple", "tab:gray")))
+    colors = dict(zip(PARTS, ("tab:blue", "tab:orange", "tab:red", "tab:pink", "tab:green", "tab:purple",
+                              "tab:gray")))
     labelled: set[str] = set()
     for x, (_, parts) in enumerate(sides):
         bottom = 0.0
