@@ -83,6 +83,7 @@ def _child(request: dict) -> dict:
 
     strategy = strategy_named(request["strategy"])
     config = architecture_of(request["model"])
+    _load_code_and_threads(config, strategy)  # before any cap: neither is what is measured
     device, limit = request["device"], request["limit"]
     started = time.perf_counter()
     before = _start_counting(device, limit)
@@ -98,12 +99,24 @@ def _child(request: dict) -> dict:
         result["trainable_bytes"] = sum(p.numel() * p.element_size() for p in trainable)
         result["optimizer_state_bytes"] = _state_bytes(optimizer)
         result["peak_bytes"] = _peak(device) - before
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+    except Exception as error:  # noqa: BLE001 - anything that is not running out of memory is re-raised
         if not _is_out_of_memory(error):
             raise
         result["out_of_memory"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _load_code_and_threads(config, strategy) -> None:
+    """Import the architecture's code and start the thread pool: under a cap, a thread's stack
+    reservation alone would fail (libgomp then exits the process)."""
+    import torch
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    torch.ones(256, 256) @ torch.ones(256, 256)
+    MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the architecture's modeling module
+    if strategy.lora is not None:
+        import peft  # noqa: F401
 
 
 def _start_counting(device: str, limit: int | None) -> int:
@@ -158,10 +171,13 @@ def _state_bytes(optimizer) -> int:
                for value in state.values() if hasattr(value, "element_size"))
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
+def _is_out_of_memory(error: BaseException | None) -> bool:
+    """The error, or one it was raised from (a failed lazy import wraps a MemoryError)."""
+    if error is None:
+        return False
     text = str(error).lower()
-    return isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text \
-        or "cannot allocate memory" in text
+    return (isinstance(error, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+            or "cannot allocate memory" in text or _is_out_of_memory(error.__cause__ or error.__context__))
 
 
 if __name__ == "__main__":
