@@ -27,9 +27,10 @@ PARTS = ("weights", "gradients", "optimizer", "optimizer step", "activations", "
 DEVICES = ("cuda", "cpu")
 # A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (FACTS.md).
 CUDA_CONTEXT_BYTES = 512 * 2**20
-# glibc keeps freed blocks and CPU kernels take scratch space: measured peak RSS above the tensors'
-# peak on this machine (benchmarks/memory_accuracy.py) is about this fraction of that peak.
-CPU_ALLOCATOR_SLACK = 0.15
+# CPU, measured here (benchmarks/memory_accuracy.py, freed blocks returned to the OS): a training process
+# peaks above the traced tensors by the kernels' and thread pool's runtime memory plus, while the loss
+# is alive, one fp32 logits-sized buffer that no tensor accounts for.
+CPU_RUNTIME_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def plan(model: str, strategy: str | Strategy = "fp32-adamw", batch: int = 5, se
     config = architecture_of(model)
     trace = traced_at_depth(model, config, chosen, batch, seq, foreach=device == "cuda")
     parameters = model_configs.parameter_count(config)
-    return _assemble(model, chosen, batch, seq, device, parameters, trace, config.num_hidden_layers)
+    return _assemble(model, chosen, batch, seq, device, parameters, trace, config.num_hidden_layers,
+                     config.vocab_size)
 
 
 def architecture_of(model: str):
@@ -109,7 +111,7 @@ def traced_at_depth(model: str, config, strategy: Strategy, batch: int, seq: int
     return {"one": one, "two": two, "full": one.at_depth(two, config.num_hidden_layers)}
 
 
-def _assemble(model, strategy, batch, seq, device, parameters, trace, layers) -> Plan:
+def _assemble(model, strategy, batch, seq, device, parameters, trace, layers, vocab) -> Plan:
     full: StepTrace = trace["full"]
     event = full.peak_event
     peak: Footprint = full.peak
@@ -124,8 +126,9 @@ def _assemble(model, strategy, batch, seq, device, parameters, trace, layers) ->
     if strategy.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
         notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
-    parts["overhead"] = _overhead(device, sum(parts.values()))
-    notes.append(_overhead_note(device))
+    loss_alive = event == "forward <root>" or "lm_head" in event  # logits are freed once lm_head's backward ends
+    parts["overhead"] = _overhead(device, loss_buffer=4 * batch * seq * vocab if loss_alive else 0)
+    notes.append(_overhead_note(device, loss_alive))
     return Plan(model, strategy, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
 
 
@@ -142,14 +145,16 @@ def _offloaded_state(strategy: Strategy, full: StepTrace, device: str) -> tuple[
             [f"{strategy.offload} offload: fp32 master weights, gradients and AdamW moments live on the host"])
 
 
-def _overhead(device: str, tensors: int) -> int:
-    return CUDA_CONTEXT_BYTES if device == "cuda" else int(CPU_ALLOCATOR_SLACK * tensors)
+def _overhead(device: str, loss_buffer: int) -> int:
+    return CUDA_CONTEXT_BYTES if device == "cuda" else CPU_RUNTIME_BYTES + loss_buffer
 
 
-def _overhead_note(device: str) -> str:
+def _overhead_note(device: str, loss_alive: bool) -> str:
     if device == "cuda":
         return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, FACTS.md: a T4 leaves ~14.5 GiB)"
-    return f"overhead = CPU allocator slack ({CPU_ALLOCATOR_SLACK:.0%} of the tensors' peak, measured here)"
+    return (f"overhead = CPU runtime ({format_bytes(CPU_RUNTIME_BYTES)})"
+            + (" + one untracked fp32 logits-sized buffer of the loss (batch x seq x vocab x 4 B)" if loss_alive
+               else "") + ", measured on this machine with freed blocks returned to the OS")
 
 
 def _check_request(model: str, strategy: Strategy, batch: int, seq: int, device: str) -> None:

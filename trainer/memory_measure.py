@@ -83,10 +83,13 @@ def _child(request: dict) -> dict:
 
     strategy = strategy_named(request["strategy"])
     config = architecture_of(request["model"])
-    _load_code_and_threads(config, strategy)  # before any cap: neither is what is measured
     device, limit = request["device"], request["limit"]
     started = time.perf_counter()
-    before = _start_counting(device, limit)
+    # On a CPU the modeling code and the thread pool are part of what training adds: count from before them.
+    resident_before_code = _status_bytes("VmRSS") if device == "cpu" else None
+    _load_code_and_threads(config, strategy)  # before any cap: a cap must not stop the code loading
+    in_use = _start_counting(device, limit)
+    before = in_use if resident_before_code is None else resident_before_code
     result = _identity(request) | {"limit_bytes": limit, "peak_bytes": None}
     try:
         model = build_trainable(config, strategy, request["model"])

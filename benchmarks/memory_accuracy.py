@@ -1,0 +1,128 @@
+"""The memory planner against measured peaks, beside `accelerate estimate-memory`, and the planner's own cost.
+
+For every model/strategy this machine can train (CPU, random weights from the bundled configs):
+  planned CPU peak (trainer.memory.plan, device="cpu")
+  measured peak, freed blocks returned to the OS (the planner's reference; like CUDA's max_memory_allocated)
+  measured peak with glibc's default allocator (what `top` shows; fragmentation included)
+  accelerate's estimate for the same model (its method, offline: AutoModel on meta, calculate_maximum_sizes,
+  estimate_training_usage; its CLI needs the Hub), where it has one (fp32 or mixed-precision AdamW)
+Then, per model, the time and memory of planning in a fresh process, with an empty trace cache and a warm one.
+
+Usage: python benchmarks/memory_accuracy.py [--quick] [--out benchmarks/memory-<date>.json]
+Run it with nothing else on the machine: the measured runs take ~25 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from trainer.memory import architecture_of, plan  # noqa: E402
+from trainer.memory_measure import measure  # noqa: E402
+
+CASES = [  # (model, strategy, batch, seq): all fit in 24 GiB of RAM
+    ("tiny-llama", "fp32-adamw", 5, 128),
+    ("smollm2-135m", "fp32-adamw", 5, 128),
+    ("smollm2-135m", "fp32-adamw", 1, 64),
+    ("smollm2-135m", "fp32-adamw", 10, 256),
+    ("smollm2-135m", "sgd", 5, 128),
+    ("smollm2-135m", "adafactor", 5, 128),
+    ("smollm2-135m", "grad-checkpointing", 5, 128),
+    ("smollm2-135m", "lora-fp32", 5, 128),
+    ("smollm2-135m", "amp-bf16", 1, 64),  # bf16 autocast is slow on this CPU: a small batch
+    ("gemma3-270m", "fp32-adamw", 5, 128),
+    ("gemma3-270m", "lora-fp32", 5, 128),
+    ("qwen2-0.5b", "fp32-adamw", 2, 128),
+    ("phi-1.5", "lora-fp32", 1, 128),
+    ("phi-2", "lora-fp32", 1, 128),
+]
+QUICK = CASES[:3]
+PLANNED_MODELS = ["smollm2-135m", "gemma3-270m", "qwen2-0.5b", "phi-1.5", "phi-2"]
+ACCELERATE_PRECISION = {"fp32-adamw": "float32", "amp-bf16": "bfloat16", "amp-fp16": "float16"}
+
+
+def accelerate_estimate(model: str, strategy: str) -> int | None:
+    """accelerate estimate-memory's "Training using Adam" figure, computed as its CLI does, offline."""
+    import torch
+    from accelerate import init_empty_weights
+    from accelerate.commands.estimate import estimate_training_usage
+    from accelerate.utils import calculate_maximum_sizes
+    from transformers import AutoModel
+
+    precision = ACCELERATE_PRECISION.get(strategy)
+    if precision is None:
+        return None
+    with init_empty_weights():
+        empty = AutoModel.from_config(architecture_of(model), dtype=torch.float32)
+    total, _ = calculate_maximum_sizes(empty)
+    return int(max(estimate_training_usage(total, precision).values()))
+
+
+def compare(model: str, strategy: str, batch: int, seq: int) -> dict:
+    planned = plan(model, strategy, batch=batch, seq=seq, device="cpu")
+    live = measure(model, strategy, batch=batch, seq=seq, release_freed=True)
+    default = measure(model, strategy, batch=batch, seq=seq, release_freed=False)
+    estimate = accelerate_estimate(model, strategy)
+    row = {"model": model, "strategy": strategy, "batch": batch, "seq": seq, "planned": planned.device_total,
+           "planned_parts": planned.device_parts, "peak_event": planned.peak_event,
+           "measured": live.peak_bytes, "measured_default_malloc": default.peak_bytes, "accelerate": estimate,
+           "optimizer_to_parameters": live.optimizer_to_parameters, "seconds": round(live.seconds + default.seconds)}
+    for name in ("planned", "accelerate"):
+        if row[name] and live.peak_bytes:
+            row[f"{name}_error"] = round(row[name] / live.peak_bytes - 1, 4)
+    if default.peak_bytes and live.peak_bytes:
+        row["default_malloc_over_live"] = round(default.peak_bytes / live.peak_bytes - 1, 4)
+    return row
+
+
+PLAN_TIMER = """
+import json, resource, sys, time
+started = time.perf_counter()
+from trainer.memory import plan
+imported = time.perf_counter()
+plan(sys.argv[1], "fp32-adamw")
+done = time.perf_counter()
+print(json.dumps({"import_s": imported - started, "plan_s": done - imported,
+                  "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def planning_cost(model: str) -> dict:
+    """plan() in a fresh process: empty trace cache, then warm; wall time and the process's peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="ft-plan-") as cache:
+        env = os.environ | {"FT_CACHE_DIR": cache}
+        runs = {}
+        for state in ("cold", "warm"):
+            done = subprocess.run([sys.executable, "-c", PLAN_TIMER, model], capture_output=True, text=True,
+                                  env=env, cwd=ROOT, check=True)
+            runs[state] = json.loads(done.stdout.strip().splitlines()[-1])
+        return {"model": model, **runs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="three SmolLM2/tiny cases only")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results = {"cpu_count": os.cpu_count(), "cases": [], "planning": []}
+    for case in QUICK if args.quick else CASES:
+        results["cases"].append(compare(*case))
+        print(json.dumps(results["cases"][-1]), flush=True)
+    for model in PLANNED_MODELS:
+        results["planning"].append(planning_cost(model))
+        print(json.dumps(results["planning"][-1]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
