@@ -84,7 +84,7 @@ class StepTrace:
 
 def trace_step(config, strategy: Strategy, batch: int, seq: int, *, fake: bool = True,
                model_name: str = "tiny-llama", foreach: bool = False, seed: int = 0) -> StepTrace:
-    """Run two training steps under MemTracker and return the second one's events.
+    """Trace a training step, as the second one (optimizer state already there), under MemTracker.
 
     `foreach`: AdamW's multi-tensor path (PyTorch's default on CUDA) keeps whole-model temporaries
     during the step; the per-tensor loop (its default on CPU) does not.
@@ -100,12 +100,10 @@ def trace_step(config, strategy: Strategy, batch: int, seq: int, *, fake: bool =
         warnings.filterwarnings("ignore", message="Expected a tensor or a traceable wrapper-subclass")
         trainable, optimizer = prepare_training(model, strategy, fake, foreach)
         ids = torch.randint(0, config.vocab_size, (batch, seq))
+        create_optimizer_state(optimizer, trainable)  # as after a first step, without tracing one
         tracker = MemTracker()
         tracker.track_external(model, *([optimizer] if optimizer else []))
         with tracker:
-            forward_backward(model, ids, strategy)
-            optimizer_step(optimizer, trainable)
-            tracker.reset_mod_stats()
             forward_backward(model, ids, strategy)
         events = _module_events(tracker, config.num_hidden_layers)
         with tracker:  # re-entering starts a new peak from the bytes alive now
@@ -222,6 +220,18 @@ def optimizer_step(optimizer, trainable: list) -> None:
             parameter.grad = None
         return
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def create_optimizer_state(optimizer, trainable: list) -> None:
+    """The state a first step leaves (AdamW's moments, Adafactor's factors), from zero gradients."""
+    import torch
+
+    if optimizer is None:
+        return
+    for parameter in trainable:
+        parameter.grad = torch.zeros_like(parameter)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
