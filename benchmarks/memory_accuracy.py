@@ -9,6 +9,8 @@ For every model/strategy this machine can train (CPU, random weights from the bu
 Then, per model, the time and memory of planning in a fresh process, with an empty trace cache and a warm one.
 
 Usage: python benchmarks/memory_accuracy.py [--quick] [--out benchmarks/memory-<date>.json]
+       python benchmarks/memory_accuracy.py --replan benchmarks/memory-<date>.json
+         (planner changed, measurements did not: recompute the planned columns in place)
 Run it with nothing else on the machine: the measured runs take ~25 minutes on 2 cores.
 """
 
@@ -67,19 +69,24 @@ def accelerate_estimate(model: str, strategy: str) -> int | None:
 
 
 def compare(model: str, strategy: str, batch: int, seq: int) -> dict:
-    planned = plan(model, strategy, batch=batch, seq=seq, device="cpu")
     live = measure(model, strategy, batch=batch, seq=seq, release_freed=True)
     default = measure(model, strategy, batch=batch, seq=seq, release_freed=False)
-    estimate = accelerate_estimate(model, strategy)
-    row = {"model": model, "strategy": strategy, "batch": batch, "seq": seq, "planned": planned.device_total,
-           "planned_parts": planned.device_parts, "peak_event": planned.peak_event,
-           "measured": live.peak_bytes, "measured_default_malloc": default.peak_bytes, "accelerate": estimate,
+    row = {"model": model, "strategy": strategy, "batch": batch, "seq": seq,
+           "measured": live.peak_bytes, "measured_default_malloc": default.peak_bytes,
+           "accelerate": accelerate_estimate(model, strategy),
            "optimizer_to_parameters": live.optimizer_to_parameters, "seconds": round(live.seconds + default.seconds)}
-    for name in ("planned", "accelerate"):
-        if row[name] and live.peak_bytes:
-            row[f"{name}_error"] = round(row[name] / live.peak_bytes - 1, 4)
     if default.peak_bytes and live.peak_bytes:
         row["default_malloc_over_live"] = round(default.peak_bytes / live.peak_bytes - 1, 4)
+    return with_plan(row)
+
+
+def with_plan(row: dict) -> dict:
+    """The planner's columns for a measured row (recomputed by --replan when the planner changes)."""
+    planned = plan(row["model"], row["strategy"], batch=row["batch"], seq=row["seq"], device="cpu")
+    row |= {"planned": planned.device_total, "planned_parts": planned.device_parts, "peak_event": planned.peak_event}
+    for name in ("planned", "accelerate"):
+        if row[name] and row["measured"]:
+            row[f"{name}_error"] = round(row[name] / row["measured"] - 1, 4)
     return row
 
 
@@ -111,7 +118,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="three SmolLM2/tiny cases only")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--replan", type=Path, default=None, help="recompute the planned columns of this file")
     args = parser.parse_args()
+    if args.replan:
+        results = json.loads(args.replan.read_text())
+        results["cases"] = [with_plan(row) for row in results["cases"]]
+        args.replan.write_text(json.dumps(results, indent=2))
+        print(table(results))
+        return 0
     results = {"cpu_count": os.cpu_count(), "cases": [], "planning": []}
     for case in QUICK if args.quick else CASES:
         results["cases"].append(compare(*case))
@@ -121,7 +135,26 @@ def main() -> int:
         print(json.dumps(results["planning"][-1]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
     return 0
+
+
+def table(results: dict) -> str:
+    """Markdown: planned vs measured vs accelerate per case, then planning cost per model."""
+    gib = 2**30
+    lines = ["| model | strategy | batch x seq | planned | measured | error | glibc default | accelerate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["cases"]:
+        accelerate = f"{r['accelerate'] / gib:.2f} ({r['accelerate_error']:+.0%})" if r.get("accelerate") else "-"
+        lines.append(f"| {r['model']} | {r['strategy']} | {r['batch']} x {r['seq']} | {r['planned'] / gib:.2f} | "
+                     f"{r['measured'] / gib:.2f} | {r['planned_error']:+.1%} | "
+                     f"{r['measured_default_malloc'] / gib:.2f} | {accelerate} |")
+    lines += ["", "| model | plan, empty trace cache | plan, warm | import | peak RSS |", "|---|---|---|---|---|"]
+    for p in results["planning"]:
+        rss = max(p["cold"]["max_rss_bytes"], p["warm"]["max_rss_bytes"]) / gib
+        lines.append(f"| {p['model']} | {p['cold']['plan_s']:.2f} s | {p['warm']['plan_s']:.3f} s | "
+                     f"{p['cold']['import_s']:.2f} s | {rss:.2f} GiB |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ DEVICES = ("cuda", "cpu")
 # A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (FACTS.md).
 CUDA_CONTEXT_BYTES = 512 * 2**20
 # CPU, measured here (benchmarks/memory_accuracy.py, freed blocks returned to the OS): a training process
-# peaks above the traced tensors by the kernels' and thread pool's runtime memory plus, while the loss
-# is alive, one fp32 logits-sized buffer that no tensor accounts for.
+# peaks above the traced tensors by the kernels' and thread pool's runtime memory plus, from the loss to
+# the end of the backward pass, one fp32 logits-sized buffer that no tensor accounts for.
 CPU_RUNTIME_BYTES = 64 * 2**20
 
 
@@ -126,7 +126,8 @@ def _assemble(model, strategy, batch, seq, device, parameters, trace, layers, vo
     if strategy.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
         notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
-    loss_alive = event == "forward <root>" or "lm_head" in event  # logits are freed once lm_head's backward ends
+    # Measured (benchmarks/memory_accuracy.py): the buffer stays until the backward pass ends.
+    loss_alive = event != "optimizer step"
     parts["overhead"] = _overhead(device, loss_buffer=4 * batch * seq * vocab if loss_alive else 0)
     notes.append(_overhead_note(device, loss_alive))
     return Plan(model, strategy, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
@@ -153,7 +154,7 @@ def _overhead_note(device: str, loss_alive: bool) -> str:
     if device == "cuda":
         return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, FACTS.md: a T4 leaves ~14.5 GiB)"
     return (f"overhead = CPU runtime ({format_bytes(CPU_RUNTIME_BYTES)})"
-            + (" + one untracked fp32 logits-sized buffer of the loss (batch x seq x vocab x 4 B)" if loss_alive
+            + (" + one untracked fp32 logits-sized buffer during backward (batch x seq x vocab x 4 B)" if loss_alive
                else "") + ", measured on this machine with freed blocks returned to the OS")
 
 
