@@ -50,7 +50,7 @@ def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int =
     `release_freed` (CPU): glibc returns every freed block of 64 KiB or more to the OS at once
     (MALLOC_MMAP_THRESHOLD_), so the peak counts live memory, as CUDA's max_memory_allocated does.
     With glibc's default, freed activations stay in the heap and fragment it: the same step then
-    peaks 15-40% higher on this machine (benchmarks/memory_accuracy.py reports both).
+    peaks 1-18% higher on this machine (benchmarks/memory_accuracy.py reports both).
     """
     request = {"model": model, "strategy": strategy_named(strategy).name, "batch": batch, "seq": seq,
                "device": device, "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}
