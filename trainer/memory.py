@@ -122,7 +122,7 @@ def _assemble(model, strategy, batch, seq, device, parameters, trace, layers, vo
     parts = {"weights": peak.weights, "gradients": peak.gradients, "optimizer": min(state, peak.optimizer),
              "optimizer step": max(0, peak.optimizer - state), "activations": activations,
              "logits": in_flight - activations}
-    host, notes = _offloaded_state(strategy, full, device)
+    host, notes = _offloaded_state(strategy, full)
     if strategy.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
         notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
@@ -137,7 +137,7 @@ def _activation_bytes(footprint: Footprint) -> int:
     return footprint.activations + footprint.temporaries
 
 
-def _offloaded_state(strategy: Strategy, full: StepTrace, device: str) -> tuple[dict, list[str]]:
+def _offloaded_state(strategy: Strategy, full: StepTrace) -> tuple[dict, list[str]]:
     """Host bytes of an offloading strategy: fp32 master weights, gradients and AdamW moments."""
     if not strategy.offload:
         return {}, []
