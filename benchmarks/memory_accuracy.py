@@ -69,8 +69,8 @@ def accelerate_estimate(model: str, strategy: str) -> int | None:
 
 
 def compare(model: str, strategy: str, batch: int, seq: int) -> dict:
-    live = measure(model, strategy, batch=batch, seq=seq, release_freed=True)
-    default = measure(model, strategy, batch=batch, seq=seq, release_freed=False)
+    live = measure(model, strategy, batch=batch, seq=seq, release_freed=True, cached=False)
+    default = measure(model, strategy, batch=batch, seq=seq, release_freed=False, cached=False)
     row = {"model": model, "strategy": strategy, "batch": batch, "seq": seq,
            "measured": live.peak_bytes, "measured_default_malloc": default.peak_bytes,
            "accelerate": accelerate_estimate(model, strategy),

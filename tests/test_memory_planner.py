@@ -89,6 +89,16 @@ def test_adamw_state_is_twice_the_trained_parameters_in_a_real_run():
     assert measured.optimizer_to_parameters == pytest.approx(2.0, rel=1e-3)  # + a step counter per tensor
 
 
+def test_measurements_are_kept_and_a_damaged_one_is_measured_again(monkeypatch):
+    first = measure("tiny-qwen2", "sgd", batch=2, seq=16)
+    for entry in (memory.store.cache_root() / "memory-measurements").glob("*.json"):
+        entry.write_text("[truncated")
+    again = measure("tiny-qwen2", "sgd", batch=2, seq=16)
+    assert again.optimizer_state_bytes == first.optimizer_state_bytes == 0
+    monkeypatch.setattr("trainer.memory_measure._measure_in_fresh_process", _no_tracing)
+    assert measure("tiny-qwen2", "sgd", batch=2, seq=16) == again
+
+
 def test_running_out_of_memory_is_a_result_not_a_crash():
     # Big enough that its logits (2 MiB) need fresh address space, which the 1 MiB cap refuses.
     measured = measure("tiny-llama", "fp32-adamw", batch=8, seq=256, limit="1MiB")

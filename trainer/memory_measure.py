@@ -16,9 +16,11 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from trainer import store
 from trainer.errors import SuiteError
+from trainer.memory import architecture_of, cache_path, read_cached
 from trainer.strategies import strategy_named
 from trainer.units import parse_bytes
 
@@ -36,6 +38,7 @@ class Measured:
     out_of_memory: str | None = None
     limit_bytes: int | None = None
     seconds: float = 0.0
+    killed: bool = False  # the OS killed the process (out of memory, most likely): not kept in the cache
 
     @property
     def optimizer_to_parameters(self) -> float:
@@ -43,7 +46,7 @@ class Measured:
 
 
 def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int = 128, device: str = "cpu",
-            limit: str | int | None = None, steps: int = 2, release_freed: bool = True,
+            limit: str | int | None = None, steps: int = 2, release_freed: bool = True, cached: bool = True,
             timeout: float = 1800) -> Measured:
     """Train `steps` steps in a fresh process and report its peak; the OS killing it counts as out of memory.
 
@@ -51,21 +54,39 @@ def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int =
     (MALLOC_MMAP_THRESHOLD_), so the peak counts live memory, as CUDA's max_memory_allocated does.
     With glibc's default, freed activations stay in the heap and fragment it: the same step then
     peaks 1-18% higher on this machine (benchmarks/memory_accuracy.py reports both).
+    `cached`: a finished measurement (out of memory included) is kept beside the run cache and reused
+    while the architecture, request, libraries and this code are unchanged; a run the OS killed is not.
     """
     request = {"model": model, "strategy": strategy_named(strategy).name, "batch": batch, "seq": seq,
                "device": device, "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}
+    path = cache_path("memory-measurements", request | {"release_freed": release_freed,
+                                                        "config": architecture_of(model).to_dict()},
+                      sources=("memory_measure.py", "memory_trace.py", "strategies.py"))
+    kept = read_cached(path) if cached else None
+    if kept is not None:
+        try:
+            return Measured(**kept)
+        except TypeError:  # written by another version of Measured: measure again
+            path.unlink(missing_ok=True)
+    measured = _measure_in_fresh_process(request, release_freed, timeout)
+    if cached and not measured.killed:
+        store.write_text_atomic(path, json.dumps(asdict(measured)))
+    return measured
+
+
+def _measure_in_fresh_process(request: dict, release_freed: bool, timeout: float) -> Measured:
     environment = os.environ | ({"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)} if release_freed else {})
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "trainer.memory_measure", json.dumps(request)],
                           capture_output=True, text=True, timeout=timeout, env=environment)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode in (-9, 137) and not lines:
-        return Measured(**_identity(request), peak_bytes=None, limit_bytes=request["limit"],
+        return Measured(**_identity(request), peak_bytes=None, limit_bytes=request["limit"], killed=True,
                         seconds=time.perf_counter() - started,
                         out_of_memory=f"killed by the operating system (signal 9), most likely out of memory: "
                                       f"{done.stderr.strip()[-300:]}")
     if done.returncode != 0 or not lines:
-        raise SuiteError(f"measuring {model} / {request['strategy']} failed (exit {done.returncode}):\n"
+        raise SuiteError(f"measuring {request['model']} / {request['strategy']} failed (exit {done.returncode}):\n"
                          f"{done.stderr.strip()[-2000:]}")
     return Measured(**json.loads(lines[-1]))
 
@@ -78,7 +99,6 @@ def _child(request: dict) -> dict:
     """Runs in the fresh process: build, train, report."""
     import torch
 
-    from trainer.memory import architecture_of
     from trainer.memory_trace import build_trainable, forward_backward, optimizer_step, prepare_training
 
     strategy = strategy_named(request["strategy"])
