@@ -39,6 +39,7 @@ class Measured:
     limit_bytes: int | None = None
     seconds: float = 0.0
     killed: bool = False  # the OS killed the process (out of memory, most likely): not kept in the cache
+    reached_bytes: int | None = None  # when it ran out: the peak it had reached
 
     @property
     def optimizer_to_parameters(self) -> float:
@@ -126,6 +127,7 @@ def _child(request: dict) -> dict:
         if not _is_out_of_memory(error):
             raise
         result["out_of_memory"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        result["reached_bytes"] = _peak(device) - before
     result["seconds"] = time.perf_counter() - started
     return result
 
