@@ -4,7 +4,8 @@ With fake tensors (FakeTensorMode) nothing is allocated, so any architecture can
 machine; with real tensors the same code measures. Every event of a step (a module's forward or
 backward peak, the optimizer step) holds bytes that are a linear function of the number of decoder
 layers: the per-layer weights, gradients, optimizer state and saved activations add up, the rest
-does not depend on depth. Tracing 1 and 2 layers therefore gives every event at any depth exactly;
+does not depend on depth. Tracing 1 and 2 layers therefore gives every event at any depth (within
+2% of real traces of deeper models, tests/test_memory_planner.py);
 the step's peak is the largest event. (Decoder layer k's backward sits between the top layer's,
 first in backward, and the bottom layer's, last: its bytes are linear in k, so the top and bottom
 layers bound all of them.)
