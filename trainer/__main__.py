@@ -1,5 +1,6 @@
 """`python -m trainer models` lists the registry; `run MODEL` trains/probes one experiment;
-`plan MODEL --budget 15GiB` prints the memory plan of every strategy (or the ones named)."""
+`plan MODEL --budget 15GiB` prints the memory plan of every strategy (or the ones named);
+`cache [--model M]` lists what the cache holds, with sizes."""
 
 from __future__ import annotations
 
@@ -64,6 +65,13 @@ def plan_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_listing(args: argparse.Namespace) -> int:
+    from trainer.cache_report import entries, report
+
+    print(report(entries(), model=args.model))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     planner.add_argument("--batch", type=int, default=5)
     planner.add_argument("--seq", type=int, default=128)
     planner.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    listing = commands.add_parser("cache", help="what the cache holds: entries with size, age and model, totals")
+    listing.add_argument("--model", default=None, help="only this model's entries")
     args = parser.parse_args(argv)
-    commands_by_name = {"models": lambda: list_models(), "run": lambda: run_one(args), "plan": lambda: plan_table(args)}
+    commands_by_name = {"models": lambda: list_models(), "run": lambda: run_one(args), "plan": lambda: plan_table(args),
+                        "cache": lambda: cache_listing(args)}
     try:
         return commands_by_name[args.command]()
     except (SuiteError, ValueError) as error:
