@@ -65,10 +65,24 @@ def plan_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def cache_listing(args: argparse.Namespace) -> int:
-    from trainer.cache_report import entries, report
+def cache_command(args: argparse.Namespace) -> int:
+    from trainer.cache_admin import entries, parse_age, remove, report, select
+    from trainer.units import format_bytes
 
-    print(report(entries(), model=args.model))
+    if not args.remove:
+        print(report(entries(), model=args.model))
+        return 0
+    older = parse_age(args.older_than) if args.older_than else None
+    chosen = select(entries(), args.model, older)
+    size = format_bytes(sum(e.size for e in chosen))
+    if not args.yes:
+        print(report(chosen) if chosen else "nothing matches")
+        print(f"would remove {len(chosen)} entries ({size}); run again with --yes to remove them")
+        return 0
+    removed, busy = remove(chosen)
+    print(f"removed {len(removed)} entries ({format_bytes(sum(e.size for e in removed))})")
+    for entry in busy:
+        print(f"skipped (in use by another process): {entry.path}")
     return 0
 
 
@@ -90,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     planner.add_argument("--batch", type=int, default=5)
     planner.add_argument("--seq", type=int, default=128)
     planner.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    listing = commands.add_parser("cache", help="what the cache holds: entries with size, age and model, totals")
+    listing = commands.add_parser("cache", help="what the cache holds (sizes, ages, totals); --remove by model/age")
     listing.add_argument("--model", default=None, help="only this model's entries")
+    listing.add_argument("--older-than", default=None, help="with --remove: entries untouched for this long (7d, 12h)")
+    listing.add_argument("--remove", action="store_true", help="remove the entries chosen by --model/--older-than")
+    listing.add_argument("--yes", action="store_true", help="with --remove: really remove (otherwise only listed)")
     args = parser.parse_args(argv)
     commands_by_name = {"models": lambda: list_models(), "run": lambda: run_one(args), "plan": lambda: plan_table(args),
-                        "cache": lambda: cache_listing(args)}
+                        "cache": lambda: cache_command(args)}
     try:
         return commands_by_name[args.command]()
     except (SuiteError, ValueError) as error:

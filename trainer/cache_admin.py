@@ -1,17 +1,24 @@
-"""What the cache holds and what it costs on disk: every entry with its size, age and model, and totals.
+"""What the cache holds and what it costs on disk, and removing entries by model or age.
 
-Read-only: `python -m trainer cache` prints it. (Removing entries needs the run locks: issue 6.)
+`python -m trainer cache` lists every entry with its size, age and model, and the totals;
+`--remove` with `--model` and/or `--older-than` shows what would go and `--yes` removes it. An entry
+another process holds (a run training, a model converting) is skipped, never pulled from under it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from trainer import retention, store
+from trainer.errors import ConfigError
 from trainer.units import format_bytes
 
 # Top-level folders of the cache and what they hold, in the order the report lists them.
@@ -96,3 +103,37 @@ def _age(seconds: float) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.0f} {unit}"
     return f"{seconds:.0f} s"
+
+
+def parse_age(text: str) -> float:
+    """Seconds from '7d', '12h', '30min' or '45s'."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(d|h|min|s)\s*", text or "")
+    if match is None:
+        raise ConfigError(f"age {text!r}", ["write a number and a unit: '7d', '12h', '30min' or '45s'"])
+    return float(match.group(1)) * {"d": 86400, "h": 3600, "min": 60, "s": 1}[match.group(2)]
+
+
+def select(found: list[CacheEntry], model: str | None, older_than: float | None) -> list[CacheEntry]:
+    """Entries of `model` (if given) not modified for `older_than` seconds (if given); one of them is needed."""
+    if model is None and older_than is None:
+        raise ConfigError("cache removal", ["name what to remove: --model NAME and/or --older-than AGE"])
+    now = time.time()
+    return [e for e in found if (model is None or e.model == model)
+            and (older_than is None or now - e.modified >= older_than)]
+
+
+def remove(chosen: list[CacheEntry]) -> tuple[list[CacheEntry], list[CacheEntry]]:
+    """Remove each entry under its lock; (removed, skipped because another process holds it)."""
+    removed, busy = [], []
+    for entry in chosen:
+        if not entry.path.is_dir():  # single files are replaced atomically: unlinking one is safe
+            entry.path.unlink(missing_ok=True)
+            removed.append(entry)
+            continue
+        try:  # folders (runs, converted models) are written under "<folder>.lock"
+            with FileLock(str(entry.path.with_name(entry.path.name + ".lock")), timeout=0):
+                shutil.rmtree(entry.path)
+            removed.append(entry)
+        except Timeout:
+            busy.append(entry)
+    return removed, busy
