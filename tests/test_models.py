@@ -99,3 +99,41 @@ def test_size_ladder_keeps_the_first_layers_and_the_tail_and_still_generates():
     out = loaded.model.generate(**loaded.tokenizer(["ab"], return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 3
     assert small.fingerprint() != REGISTRY["tiny-llama"].fingerprint()
+
+
+class _Payload:
+    """A pickle that, if it were ever unpickled, would leave a marker file behind."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_planted_beside_safetensors_is_never_unpickled(tmp_path):
+    import pickle
+
+    marker = tmp_path / "unpickled"
+    save_tiny(tmp_path / "m")
+    for name in ("pytorch_model.bin", "training_args.bin", "optimizer.pt"):
+        (tmp_path / "m" / name).write_bytes(pickle.dumps(_Payload(marker)))
+    resolve_model(str(tmp_path / "m")).load()
+    assert not marker.exists()
+
+
+def test_a_pickle_planted_in_a_cached_checkpoint_is_never_unpickled(tmp_path, private_cache):
+    import pickle
+    from pathlib import Path
+
+    from trainer.runner import obtain
+
+    marker = tmp_path / "unpickled"
+    experiment = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
+    run = obtain(experiment, progress=False)
+    checkpoint = Path(run.path) / run.body["checkpoint"]
+    for name in ("optimizer.pt", "model.bin", "rng_state.pth"):
+        (checkpoint / name).write_bytes(pickle.dumps(_Payload(marker)))
+    resumed = obtain(experiment.with_epochs(2), progress=False)  # resumes from that checkpoint
+    assert resumed.body["epochs_done"] == 2
+    assert not marker.exists()
