@@ -37,3 +37,7 @@ class UnsafeWeightsError(SuiteError):
 
 class CacheCorrupt(SuiteError):
     """A cached record or checkpoint whose checksum does not match; it is recomputed, never used."""
+
+
+class CacheWriteError(SuiteError, OSError):
+    """The cache cannot be written (disk full, read-only, not a folder): names the path, the bytes and the fix."""

@@ -10,6 +10,7 @@ A directory counts as complete only once its manifest exists; a record only if i
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from trainer.errors import CacheCorrupt
+from trainer.errors import CacheCorrupt, CacheWriteError
 
 CACHE_ENV = "FT_CACHE_DIR"
 MANIFEST = "manifest.json"
@@ -31,12 +32,56 @@ _CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# finetune-behavio
 def cache_root() -> Path:
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "finetune-behaviors").expanduser()
     if not (root / "CACHEDIR.TAG").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "README.md").write_text("Cache of fine-tuning runs (records, checkpoints, converted models).\n"
-                                        f"Override with ${CACHE_ENV}. Deleting it only costs recomputation.\n")
-        (root / ".gitignore").write_text("*\n")
-        (root / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG)
+        with writing(root):
+            _mark_cache(root)
     return root
+
+
+def _mark_cache(root: Path) -> None:
+    """A new cache says what it is (and, by CACHEDIR.TAG, that backups may skip it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "README.md").write_text("Cache of fine-tuning runs (records, checkpoints, converted models).\n"
+                                    f"Override with ${CACHE_ENV}. Deleting it only costs recomputation.\n")
+    (root / ".gitignore").write_text("*\n")
+    (root / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG)
+
+
+@contextlib.contextmanager
+def writing(path: Path, needed: int | None = None, written: Path | None = None) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only, a file where a folder should be) into an error that
+    names the path, the bytes at stake and what to do; nothing half-written is left to be read."""
+    try:
+        yield
+    except CacheWriteError:
+        raise
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        if needed is not None:
+            need = f"about {needed:,} bytes"
+        elif written is not None:
+            need = f"more than the {_bytes_in(written):,} bytes written before it failed"
+        else:
+            need = "a few kilobytes (a new cache's marker files)"
+        raise CacheWriteError(
+            f"cannot write the cache at {path}: {error.strerror or error} (errno {error.errno}). It needs {need}; "
+            f"{_free_bytes(path)} bytes are free there. Free disk space, lower --ft-cache-max-gb "
+            f"($FT_CACHE_MAX_GB), or point --ft-cache-dir (${CACHE_ENV}) at a writable folder with room. "
+            "Nothing half-written was kept.") from error
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
+
+
+def _bytes_in(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def _free_bytes(path: Path) -> str:
+    for candidate in (path, *path.parents):
+        if candidate.exists() and candidate.is_dir():
+            return f"{shutil.disk_usage(candidate).free:,}"
+    return "an unknown number of"
 
 
 @contextlib.contextmanager
@@ -49,6 +94,11 @@ def locked(lock_path: Path) -> Iterator[None]:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    with writing(path, needed=len(text.encode())):
+        _write_text_atomic(path, text)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -67,14 +117,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Fill a temp sibling folder, then rename it into place; a crash leaves only a temp folder."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())
+    with writing(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with writing(final, written=tmp):
+            yield tmp
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
