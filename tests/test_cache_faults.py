@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from trainer import Experiment, store
 from trainer.errors import CacheWriteError
@@ -43,3 +46,32 @@ def test_a_cache_dir_that_cannot_be_a_folder_is_a_clear_error(tmp_path, monkeypa
     with pytest.raises(CacheWriteError, match="a-file/cache") as failure:
         obtain(TINY, progress=False)
     assert "writable folder" in str(failure.value)
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [_flip_a_byte, _truncate, _empty])
+@pytest.mark.parametrize("file", ["model.safetensors", "optimizer.safetensors", "manifest.json"])
+def test_a_damaged_checkpoint_is_detected_and_never_resumed_from(damage, file, private_cache, tmp_path,
+                                                                 monkeypatch, capsys):
+    run = obtain(TINY, progress=False)
+    damage(Path(run.path) / run.body["checkpoint"] / file)
+    longer = obtain(TINY.with_epochs(2), progress=False)
+    assert "cannot resume" in capsys.readouterr().err
+    monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "straight"))
+    straight = obtain(TINY.with_epochs(2), progress=False)
+    weights = [load_file(f"{r.path}/{r.body['checkpoint']}/model.safetensors") for r in (longer, straight)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
