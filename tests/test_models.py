@@ -137,3 +137,15 @@ def test_a_pickle_planted_in_a_cached_checkpoint_is_never_unpickled(tmp_path, pr
     resumed = obtain(experiment.with_epochs(2), progress=False)  # resumes from that checkpoint
     assert resumed.body["epochs_done"] == 2
     assert not marker.exists()
+
+
+def test_the_suite_forces_the_hugging_face_libraries_offline():
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import trainer, huggingface_hub.constants as c, transformers.utils.hub as h; "
+             "print(c.HF_HUB_OFFLINE, h.is_offline_mode())")
+    env = os.environ | {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split() == ["True", "True"], done.stderr
