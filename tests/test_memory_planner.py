@@ -123,12 +123,15 @@ def test_offload_moves_optimizer_state_to_the_host():
     assert offloaded.device_total < on_device.device_total
 
 
-def test_plans_are_cached_and_a_damaged_cache_entry_is_traced_again(monkeypatch):
+@pytest.mark.parametrize("damage", [lambda text: "{not json",
+                                    lambda text: text.replace('"trainable": ', '"trainable": 9', 1)])
+def test_plans_are_cached_and_a_damaged_cache_entry_is_traced_again(monkeypatch, damage, capsys):
     first = memory.plan("tiny-qwen2", "sgd", batch=2, seq=16)
     for entry in (memory.store.cache_root() / "memory-traces").glob("*.json"):
-        entry.write_text("{not json")
+        entry.write_text(damage(entry.read_text()))  # still valid JSON in the second case: the checksum catches it
     again = memory.plan("tiny-qwen2", "sgd", batch=2, seq=16)
     assert again == first
+    assert "does not match its checksum" in capsys.readouterr().err
     monkeypatch.setattr(memory, "trace_step", _no_tracing)
     assert memory.plan("tiny-qwen2", "sgd", batch=2, seq=16) == first
 

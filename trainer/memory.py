@@ -179,35 +179,22 @@ def _check_request(model: str, strategy: Strategy, batch: int, seq: int, device:
 def _cached_trace(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> StepTrace:
     path = cache_path("memory-traces", {"config": config.to_dict(), "strategy": repr(strategy), "batch": batch,
                                         "seq": seq, "foreach": foreach}, sources=("memory_trace.py",))
-    cached = read_cached(path)
+    cached = store.read_record_or_quarantine(path)
     if cached is not None:
         return _trace_from_json(cached)
     trace = trace_step(config, strategy, batch, seq, model_name=model, foreach=foreach)
-    store.write_text_atomic(path, json.dumps(_trace_to_json(trace)))
+    store.write_record(path, _trace_to_json(trace))
     return trace
 
 
 def cache_path(kind: str, what: dict, sources: tuple[str, ...]) -> Path:
-    """Where a traced or measured result lives: keyed on what was asked, the libraries and our code."""
+    """Where a traced or measured result lives (a checksummed record, as runs are): keyed on what was
+    asked, the libraries and our code."""
     here = Path(__file__).parent
     key = json.dumps(what | {name: importlib.metadata.version(name) for name in ("torch", "transformers", "peft")}
                      | {"code": [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in sources]},
                      sort_keys=True, default=str)
     return store.cache_root() / kind / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
-
-
-def read_cached(path: Path) -> dict | None:
-    """The cached JSON, or None; a damaged entry is removed (computed again, never used)."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            return data
-    except ValueError:
-        pass
-    path.unlink(missing_ok=True)
-    return None
 
 
 def _trace_to_json(trace: StepTrace) -> dict:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from trainer import store
 from trainer.errors import SuiteError
-from trainer.memory import architecture_of, cache_path, read_cached
+from trainer.memory import architecture_of, cache_path
 from trainer.strategies import strategy_named
 from trainer.units import parse_bytes
 
@@ -63,7 +63,7 @@ def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int =
     path = cache_path("memory-measurements", request | {"release_freed": release_freed,
                                                         "config": architecture_of(model).to_dict()},
                       sources=("memory_measure.py", "memory_trace.py", "strategies.py"))
-    kept = read_cached(path) if cached else None
+    kept = store.read_record_or_quarantine(path) if cached else None
     if kept is not None:
         try:
             return Measured(**kept)
@@ -71,7 +71,7 @@ def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int =
             path.unlink(missing_ok=True)
     measured = _measure_in_fresh_process(request, release_freed, timeout)
     if cached and not measured.killed:
-        store.write_text_atomic(path, json.dumps(asdict(measured)))
+        store.write_record(path, asdict(measured))
     return measured
 
 
@@ -107,10 +107,10 @@ def _child(request: dict) -> dict:
     device, limit = request["device"], request["limit"]
     started = time.perf_counter()
     # On a CPU the modeling code and the thread pool are part of what training adds: count from before them.
-    resident_before_code = _status_bytes("VmRSS") if device == "cpu" else None
+    before = _status_bytes("VmRSS") if device == "cpu" else None
     _load_code_and_threads(config, strategy)  # before any cap: a cap must not stop the code loading
-    in_use = _start_counting(device, limit)
-    before = in_use if resident_before_code is None else resident_before_code
+    in_use = _cap_and_restart_peak(device, limit)
+    before = in_use if before is None else before
     result = _identity(request) | {"limit_bytes": limit, "peak_bytes": None}
     try:
         model = build_trainable(config, strategy, request["model"])
@@ -144,8 +144,8 @@ def _load_code_and_threads(config, strategy) -> None:
         import peft  # noqa: F401
 
 
-def _start_counting(device: str, limit: int | None) -> int:
-    """Bytes already in use before the model exists; from here the peak counts. Applies the cap."""
+def _cap_and_restart_peak(device: str, limit: int | None) -> int:
+    """Apply the cap and start the peak from here; returns the device's bytes in use now."""
     import resource
 
     import torch
@@ -205,6 +205,5 @@ def _is_out_of_memory(error: BaseException | None) -> bool:
             or "cannot allocate memory" in text or _is_out_of_memory(error.__cause__ or error.__context__))
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if __name__ == "__main__":  # importing trainer has set the Hugging Face libraries offline
     print(json.dumps(_child(json.loads(sys.argv[1]))))

@@ -74,7 +74,7 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
     key = _hash(components)
     folder = store.run_dir(key)
     with store.locked(folder.with_suffix(".lock")):
-        body = _read_or_quarantine(folder / store.RECORD)
+        body = store.read_record_or_quarantine(folder / store.RECORD)
         if answers(body, exp):
             return Run(body, exp.epochs, from_cache=True, path=str(folder))
         body = _train(exp, key, components, folder, body, progress)
@@ -107,21 +107,12 @@ def record_decision(run: Run, entry: dict) -> None:
     """Note on a run's record how a question about it was decided (e.g. 'stopped early at epoch 2 of 10')."""
     folder = Path(run.path)
     with store.locked(folder.with_suffix(".lock")):
-        body = _read_or_quarantine(folder / store.RECORD)
+        body = store.read_record_or_quarantine(folder / store.RECORD)
         if body is None:
             return
         kept = [d for d in body.get("decisions", []) if d["question"] != entry["question"]]
         body["decisions"] = kept + [entry]
         store.write_record(folder / store.RECORD, body)
-
-
-def _read_or_quarantine(path: Path) -> dict | None:
-    try:
-        return store.read_record(path)
-    except CacheCorrupt as error:
-        moved = store.quarantine(path)
-        print(f"[finetune] {error}; moved to {moved} and recomputing", file=sys.stderr)
-        return None
 
 
 def _train(exp: Experiment, key: str, components: dict, folder: Path, body: dict | None, progress: bool) -> dict:
@@ -174,7 +165,7 @@ def _baseline(components: dict, measure) -> dict:
     parts = {k: components[k] for k in shared} | {"gen_tokens": components["experiment"]["gen_tokens"]}
     path = store.cache_root() / "baselines" / f"{_hash(parts)}.json"
     with store.locked(path.with_suffix(".lock")):
-        cached = _read_or_quarantine(path)
+        cached = store.read_record_or_quarantine(path)
         if cached is not None:
             return cached
         result = measure()

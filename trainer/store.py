@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,6 +184,16 @@ def read_record(path: Path) -> dict | None:
     if not ok:
         raise CacheCorrupt(f"{path} is truncated or does not match its checksum")
     return body
+
+
+def read_record_or_quarantine(path: Path) -> dict | None:
+    """The record's body; a corrupt one is moved aside, reported, and read as absent (so recomputed)."""
+    try:
+        return read_record(path)
+    except CacheCorrupt as error:
+        moved = quarantine(path)
+        print(f"[finetune] {error}; moved to {moved} and recomputing", file=sys.stderr)
+        return None
 
 
 def run_dir(key: str) -> Path:
