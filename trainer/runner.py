@@ -74,6 +74,7 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
     key = _hash(components)
     folder = store.run_dir(key)
     with store.locked(folder.with_suffix(".lock")):
+        store.remove_unfinished(folder)
         body = store.read_record_or_quarantine(folder / store.RECORD)
         if answers(body, exp):
             return Run(body, exp.epochs, from_cache=True, path=str(folder))

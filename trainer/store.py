@@ -132,6 +132,18 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_unfinished(folder: Path) -> int:
+    """Delete temp files and folders that a killed writer left in `folder` (call it under the folder's
+    lock, so no live writer owns them); they were never renamed into place, so nothing reads them."""
+    leftovers = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    if leftovers:
+        print(f"[finetune] removed {len(leftovers)} unfinished temporary file(s) an interrupted run left in {folder}",
+              file=sys.stderr)
+    return len(leftovers)
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
