@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer import Experiment, store
+from trainer import Experiment, memory, memory_measure, store
 from trainer.errors import CacheWriteError
-from trainer.runner import obtain
+from trainer.memory_measure import Measured
+from trainer.runner import is_cached, obtain
 
 TINY = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
 
@@ -62,6 +63,16 @@ def _empty(path):
     path.write_bytes(b"")
 
 
+def _change_a_digit(path):
+    """A one-character edit that leaves valid JSON: only the checksum can tell."""
+    text = path.read_text()
+    at = next(i for i in range(text.index('"body"'), len(text)) if text[i].isdigit())
+    path.write_text(text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:])
+
+
+RECORD_DAMAGE = [_flip_a_byte, _truncate, _empty, _change_a_digit]
+
+
 @pytest.mark.parametrize("damage", [_flip_a_byte, _truncate, _empty])
 @pytest.mark.parametrize("file", ["model.safetensors", "optimizer.safetensors", "manifest.json"])
 def test_a_damaged_checkpoint_is_detected_and_never_resumed_from(damage, file, private_cache, tmp_path,
@@ -75,3 +86,65 @@ def test_a_damaged_checkpoint_is_detected_and_never_resumed_from(damage, file, p
     weights = [load_file(f"{r.path}/{r.body['checkpoint']}/model.safetensors") for r in (longer, straight)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def _only_entry(folder: Path) -> Path:
+    entries = list(folder.glob("*.json"))
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def _reported_and_moved_aside(path: Path, err: str) -> None:
+    assert f"{path} is truncated or does not match its checksum" in err
+    assert path.with_name(path.name + ".corrupt").exists()
+
+
+@pytest.mark.parametrize("damage", RECORD_DAMAGE)
+def test_a_damaged_run_record_is_detected_and_recomputed(damage, capsys):
+    first = obtain(TINY, progress=False)
+    record = Path(first.path) / store.RECORD
+    damage(record)
+    assert not is_cached(TINY), "a damaged record must not answer a request"
+    again = obtain(TINY, progress=False)
+    _reported_and_moved_aside(record, capsys.readouterr().err)
+    assert not again.from_cache
+    assert again.evaluation(1)["margins"] == first.evaluation(1)["margins"]
+    assert store.read_record(record)["epochs_done"] == 1
+
+
+@pytest.mark.parametrize("damage", RECORD_DAMAGE)
+def test_a_damaged_shared_baseline_is_detected_and_recomputed(damage, private_cache, capsys):
+    first = obtain(TINY, progress=False)
+    baseline = _only_entry(private_cache / "baselines")
+    damage(baseline)
+    other_seed = obtain(TINY.with_seed(1), progress=False)  # a new run reads the shared epoch-0 probes
+    _reported_and_moved_aside(baseline, capsys.readouterr().err)
+    assert other_seed.evaluation(0)["margins"] == first.evaluation(0)["margins"]
+
+
+@pytest.mark.parametrize("damage", RECORD_DAMAGE)
+def test_a_damaged_memory_trace_is_detected_and_traced_again(damage, private_cache, capsys):
+    first = memory.plan("tiny-qwen2", "sgd", batch=2, seq=16)
+    traces = sorted((private_cache / "memory-traces").glob("*.json"))  # one per traced depth (1 and 2 layers)
+    assert len(traces) == 2
+    original = store.read_record(traces[0])
+    damage(traces[0])
+    assert memory.plan("tiny-qwen2", "sgd", batch=2, seq=16) == first
+    _reported_and_moved_aside(traces[0], capsys.readouterr().err)
+    assert store.read_record(traces[0]) == original  # traced again, and kept whole
+
+
+@pytest.mark.parametrize("damage", RECORD_DAMAGE)
+def test_a_damaged_memory_measurement_is_detected_and_measured_again(damage, private_cache, monkeypatch, capsys):
+    kept = Measured(model="tiny-qwen2", strategy="sgd", batch=2, seq=16, device="cpu", peak_bytes=123_456,
+                    trainable_bytes=10, optimizer_state_bytes=0, seconds=0.1)
+    monkeypatch.setattr(memory_measure, "_measure_in_fresh_process", lambda *args: kept)
+    memory_measure.measure("tiny-qwen2", "sgd", batch=2, seq=16)
+    entry = _only_entry(private_cache / "memory-measurements")
+    damage(entry)
+    calls = []
+    monkeypatch.setattr(memory_measure, "_measure_in_fresh_process", lambda *args: calls.append(args) or kept)
+    assert memory_measure.measure("tiny-qwen2", "sgd", batch=2, seq=16) == kept
+    _reported_and_moved_aside(entry, capsys.readouterr().err)
+    assert len(calls) == 1, "the damaged measurement was used instead of measuring again"
+    assert store.read_record(entry)["peak_bytes"] == 123_456  # the new entry is whole
