@@ -66,6 +66,28 @@ def test_claim_that_flipped(finetune, expect):
     result.stdout.fnmatch_lines(["*XPASS(strict)*"])
 
 
+def test_a_full_disk_fails_findings_and_never_counts_as_a_contradicted_claim(suite, monkeypatch, private_cache):
+    import errno
+
+    from trainer import store
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", disk_full)
+    result = run(suite, '''
+@pytest.mark.xfail(strict=True, reason="measured: no shift at lr=0")
+def test_claim_contradicted(finetune, expect):
+    expect(finetune(tiny(0.0))).shifts(by_epoch=4)
+
+def test_claim_held(finetune, expect):
+    expect(finetune(tiny(0.0))).does_not_shift(through_epoch=4)
+''')
+    result.assert_outcomes(failed=2)  # not xfailed: the disk, not the data, stopped it
+    result.stdout.fnmatch_lines(["*CacheWriteError: cannot write the cache at*No space left on device*bytes*"])
+    assert not list(private_cache.glob("runs/*/record.json"))
+
+
 def test_missing_weights_skip_with_how_to_under_their_finding(suite, monkeypatch, tmp_path):
     import json
 
