@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -390,7 +391,10 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def content_sha256(path: Path) -> str:
-    """Full sha256 of a file, remembered in the cache by (path, size, mtime) so warm runs stay fast."""
+    """Full sha256 of a file, remembered in the cache by (path, size, mtime) so warm runs stay fast.
+
+    Only files older than a few seconds are remembered (git's "racy" rule): file times advance in
+    coarse ticks, so a same-size rewrite within one tick would otherwise keep a stale hash."""
     stat = path.stat()
     memo = store.cache_root() / "fingerprints" / _digest(str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns))
     if memo.is_file():
@@ -399,8 +403,12 @@ def content_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    store.write_text_atomic(memo, digest.hexdigest())
+    if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
+        store.write_text_atomic(memo, digest.hexdigest())
     return digest.hexdigest()
+
+
+_RACY_NS = 3_000_000_000
 
 
 def _folder_prompt_style(folder: Path) -> str:
