@@ -111,7 +111,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_a_pickle_planted_beside_safetensors_is_never_unpickled(tmp_path):
+def test_a_pickle_planted_beside_safetensors_is_never_unpickled(tmp_path, capsys):
     import pickle
 
     marker = tmp_path / "unpickled"
@@ -120,9 +120,11 @@ def test_a_pickle_planted_beside_safetensors_is_never_unpickled(tmp_path):
         (tmp_path / "m" / name).write_bytes(pickle.dumps(_Payload(marker)))
     resolve_model(str(tmp_path / "m")).load()
     assert not marker.exists()
+    assert "also holds pickle files ['optimizer.pt', 'pytorch_model.bin', 'training_args.bin']; they are never " \
+           "loaded" in capsys.readouterr().err
 
 
-def test_a_pickle_planted_in_a_cached_checkpoint_is_never_unpickled(tmp_path, private_cache):
+def test_a_pickle_planted_in_a_cached_checkpoint_is_refused_and_never_unpickled(tmp_path, private_cache, capsys):
     import pickle
     from pathlib import Path
 
@@ -134,8 +136,10 @@ def test_a_pickle_planted_in_a_cached_checkpoint_is_never_unpickled(tmp_path, pr
     checkpoint = Path(run.path) / run.body["checkpoint"]
     for name in ("optimizer.pt", "model.bin", "rng_state.pth"):
         (checkpoint / name).write_bytes(pickle.dumps(_Payload(marker)))
-    resumed = obtain(experiment.with_epochs(2), progress=False)  # resumes from that checkpoint
-    assert resumed.body["epochs_done"] == 2
+    resumed = obtain(experiment.with_epochs(2), progress=False)
+    assert "holds ['model.bin', 'optimizer.pt', 'rng_state.pth'], which its manifest does not list" in \
+           capsys.readouterr().err  # refused: retrained from epoch 0 rather than resumed from it
+    assert resumed.body["epochs_done"] == 2 and [e["epoch"] for e in resumed.train_log] == [1, 2]
     assert not marker.exists()
 
 

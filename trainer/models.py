@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -349,17 +350,28 @@ def model_dirs() -> list[Path]:
     return [Path(p).expanduser() for p in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if p]
 
 
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+
+
 def check_weights(folder: Path) -> None:
     """Safetensors only: a pickle checkpoint is refused, an empty folder is named."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if any(folder.glob("*.safetensors")):
+        if pickles:
+            _warn_once(f"[finetune] {folder} also holds pickle files {pickles}; they are never loaded "
+                       "(this suite reads safetensors only)")
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"})
     if pickles:
         raise UnsafeWeightsError(
             f"model folder {folder} has only pickle-format weights {pickles}; this suite loads safetensors only. "
             f"Convert once where you trust the file: `python -c \"from transformers import AutoModelForCausalLM as M; "
             f"M.from_pretrained('{folder}').save_pretrained('{folder}', safe_serialization=True)\"`")
     raise ConfigError(f"model folder {folder}", ["has no *.safetensors weights; add the model's safetensors files"])
+
+
+@lru_cache(maxsize=64)
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def load_folder(folder: Path):

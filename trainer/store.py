@@ -174,6 +174,10 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
             file = folder / name
             if not file.is_file() or file_sha256(file) != expected:
                 raise CacheCorrupt(f"{file} is missing or does not match its checksum")
+        planted = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in manifest["files"])
+        if planted:
+            raise CacheCorrupt(f"{folder} holds {planted}, which its manifest does not list (something was added "
+                               "after it was written; a pickle there would run code if loaded), so it is not used")
     return manifest
 
 
