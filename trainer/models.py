@@ -402,6 +402,9 @@ def folder_fingerprint(folder: Path) -> str:
     return _digest(*(f"{p.name}:{content_sha256(p)}" for p in parts if p.name != store.MANIFEST))
 
 
+_RACY_NS = 3_000_000_000  # files written more recently than this are hashed, not remembered
+
+
 def content_sha256(path: Path) -> str:
     """Full sha256 of a file, remembered in the cache by (path, size, mtime) so warm runs stay fast.
 
@@ -418,9 +421,6 @@ def content_sha256(path: Path) -> str:
     if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
         store.write_text_atomic(memo, digest.hexdigest())
     return digest.hexdigest()
-
-
-_RACY_NS = 3_000_000_000
 
 
 def _folder_prompt_style(folder: Path) -> str:
