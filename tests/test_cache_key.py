@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from test_models import save_tiny  # tests/ is on sys.path (pytest's prepend import mode)
 
 from trainer import Experiment, runner, store
 from trainer.data import BEHAVIOR_DIRS_ENV
 from trainer.experiment import LoRA, Unfreeze
-from trainer.models import REGISTRY, content_sha256
+from trainer.models import content_sha256
 
 # Every Experiment field that changes what the first N epochs compute, with values to change it to.
 OUTCOME_FIELDS = {
@@ -106,11 +107,9 @@ def test_editing_any_text_of_the_behavior_file_changes_the_key(leaf, suffix):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    """tiny-llama saved as a local Hugging Face folder (safetensors), so its weights can be edited."""
-    folder = tmp_path_factory.mktemp("tiny-llama-folder")
-    loaded = REGISTRY["tiny-llama"].load()
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
+    """A tiny model saved as a local Hugging Face folder (safetensors), so its weights can be edited."""
+    folder = tmp_path_factory.mktemp("tiny-folder")
+    save_tiny(folder)
     return folder
 
 

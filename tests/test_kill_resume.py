@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from kill_points import EXPERIMENT, POINTS, RANDOM_KILLS  # tests/ is on sys.path (pytest's prepend import mode)
 from safetensors.torch import load_file
 
 from trainer import store
 from trainer.runner import experiment_key, is_cached, obtain
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from kill_points import EXPERIMENT, POINTS, RANDOM_KILLS  # noqa: E402
 
 KILLS = len(POINTS) + RANDOM_KILLS
 

@@ -137,7 +137,7 @@ def remove_unfinished(folder: Path) -> int:
     lock, so no live writer owns them); they were never renamed into place, so nothing reads them."""
     leftovers = list(folder.glob(".*.tmp")) if folder.is_dir() else []
     for path in leftovers:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        _remove(path)
     if leftovers:
         print(f"[finetune] removed {len(leftovers)} unfinished temporary file(s) an interrupted run left in {folder}",
               file=sys.stderr)
@@ -219,7 +219,14 @@ def run_dir(key: str) -> Path:
 def quarantine(path: Path) -> Path:
     """Move a corrupt entry aside (never delete evidence silently); it will be recomputed."""
     target = path.with_name(f"{path.name}.corrupt")
-    if target.exists():
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    _remove(target)
     os.replace(path, target)
     return target
+
+
+def _remove(path: Path) -> None:
+    """A file or a folder, if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
