@@ -2,7 +2,7 @@
 
 Each variant runs in its own empty cache (model conversion excluded: it is shared through a
 pre-warmed models/ folder), so both pay for every epoch they train and every look they probe.
-  early: trainer.decision.first_shift (train each seed to the next look only while undecided)
+  early: trainer.studies.early_decision.first_shift (train each seed to the next look only while undecided)
   full:  train every seed and control to by_epoch, then judge every look (what the suite did before)
 Both must reach the same onset; the ratio of their wall times is the saving.
 
@@ -49,7 +49,7 @@ def main() -> int:
 
 def _from_cache(by_epoch: int) -> dict:
     """Inertia-tier runs (eval every epoch, margins only): spent vs full-length cost, per measured parts."""
-    from trainer import store
+    from trainer.cache import store
 
     spent = full = 0.0
     runs = 0
@@ -74,9 +74,10 @@ def _measure(variant: str, args, shared_models: Path) -> dict:
         if (shared_models / folder).is_dir():
             (cache / folder).symlink_to(shared_models / folder)
     os.environ["FT_CACHE_DIR"] = str(cache)
-    from trainer.decision import Trial, first_shift
     from trainer.experiment import Experiment
-    from trainer.verdict import Thresholds, judge_seeds
+    from trainer.runs.trial import Trial
+    from trainer.stats.verdict import Thresholds, judge_seeds
+    from trainer.studies.early_decision import first_shift
 
     exp = Experiment(model=args.model, lr=args.lr, epochs=args.by_epoch, eval_every=1, generate=False)
     trial = Trial(exp, args.seeds, progress=False)

@@ -1,7 +1,7 @@
 """The memory planner against measured peaks, beside `accelerate estimate-memory`, and the planner's own cost.
 
 For every model/strategy this machine can train (CPU, random weights from the bundled configs):
-  planned CPU peak (trainer.memory.plan, device="cpu")
+  planned CPU peak (trainer.memory.planner.plan, device="cpu")
   measured peak, freed blocks returned to the OS (the planner's reference; like CUDA's max_memory_allocated)
   measured peak with glibc's default allocator (what `top` shows; fragmentation included)
   accelerate's estimate for the same model (its method, offline: AutoModel on meta, calculate_maximum_sizes,
@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trainer.memory import architecture_of, plan  # noqa: E402
-from trainer.memory_measure import measure  # noqa: E402
+from trainer.memory.measure import measure  # noqa: E402
+from trainer.memory.planner import architecture_of, plan  # noqa: E402
 
 CASES = [  # (model, strategy, batch, seq): all fit in 24 GiB of RAM
     ("tiny-llama", "fp32-adamw", 5, 128),
@@ -94,7 +94,7 @@ PLAN_TIMER = """
 import json, resource, sys, time
 started = time.perf_counter()
 import torch, transformers, peft  # the libraries any user of the planner has loaded already
-from trainer.memory import plan
+from trainer.memory.planner import plan
 imported = time.perf_counter()
 plan(sys.argv[1], "fp32-adamw")
 first = time.perf_counter()

@@ -38,11 +38,12 @@ def measure(model_name: str, config: dict | None, steps: int, threads: int) -> d
     import torch
 
     torch.set_num_threads(threads)
-    from trainer.data import PromptFormat, load_behavior, training_examples
+    from trainer.behavior import load_behavior
     from trainer.experiment import Experiment, LoRA, Unfreeze
-    from trainer.loop import epoch_batches, make_optimizer, precision_for, train_one_epoch
-    from trainer.methods import apply_method
-    from trainer.models import resolve_model
+    from trainer.models.sources import resolve_model
+    from trainer.training.batches import PromptFormat, training_examples
+    from trainer.training.loop import epoch_batches, make_optimizer, precision_for, train_one_epoch
+    from trainer.training.methods import apply_method
 
     loaded = resolve_model(model_name).load()
     result: dict = {"parameters": sum(p.numel() for p in loaded.model.parameters())}

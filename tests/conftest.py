@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainer.models import REGISTRY
+from trainer.models.sources import REGISTRY
 
 pytest_plugins = ["pytester"]
 

@@ -23,11 +23,11 @@ import torch
 from safetensors.torch import save as serialize
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-import trainer.checkpoint
-import trainer.runner
-import trainer.store
+import trainer.cache.store
+import trainer.training.checkpoint
+import trainer.training.session
 from trainer import Experiment
-from trainer.runner import obtain
+from trainer.runs.obtain import obtain
 
 EXPERIMENT = Experiment(model="tiny-llama", epochs=3, eval_every=1, lr=1e-3, gen_tokens=4)
 RANDOM_KILLS = 3
@@ -83,18 +83,19 @@ POINTS: dict[str, Callable[[], None]] = {
     "epoch 2, gradients computed, before its optimizer step": lambda: at_optimizer_step(
         2, register_optimizer_step_pre_hook),
     "epoch 2, weights stepped, nothing saved yet": lambda: at_optimizer_step(2, register_optimizer_step_post_hook),
-    "epoch 2, while probing": lambda: on_call(trainer.runner, "probe_model", 3),
-    "checkpoint-2, model file half-written": lambda: on_call(trainer.checkpoint, "save_file", 3, half_written),
-    "checkpoint-2, optimizer file half-written": lambda: on_call(trainer.checkpoint, "save_file", 4, half_written),
-    "checkpoint-2, tensors written, manifest not begun": lambda: on_call(trainer.store, "write_manifest", 2),
+    "epoch 2, while probing": lambda: on_call(trainer.training.session, "probe_model", 3),
+    "checkpoint-2, model file half-written": lambda: on_call(trainer.training.checkpoint, "save_file", 3, half_written),
+    "checkpoint-2, optimizer file half-written": lambda: on_call(
+        trainer.training.checkpoint, "save_file", 4, half_written),
+    "checkpoint-2, tensors written, manifest not begun": lambda: on_call(trainer.cache.store, "write_manifest", 2),
     "checkpoint-2, manifest in its temp file": lambda: on_call(os, "replace", 2, when=named("manifest.json")),
     "checkpoint-2 in place, record still at epoch 1": lambda: on_call(
-        trainer.store, "write_record", 2, when=lambda path, body: Path(path).name == "record.json"),
+        trainer.cache.store, "write_record", 2, when=lambda path, body: Path(path).name == "record.json"),
     "record of epoch 2 in its temp file": lambda: on_call(os, "replace", 2, when=named("record.json")),
     "record at epoch 2, checkpoint-1 not yet removed": lambda: on_call(
-        trainer.runner.shutil, "rmtree", 1, when=lambda path, *a, **k: Path(path).name == "checkpoint-1"),
+        trainer.training.session.shutil, "rmtree", 1, when=lambda path, *a, **k: Path(path).name == "checkpoint-1"),
     "checkpoint-3 (the last), model file half-written": lambda: on_call(
-        trainer.checkpoint, "save_file", 5, half_written),
+        trainer.training.checkpoint, "save_file", 5, half_written),
 }
 
 

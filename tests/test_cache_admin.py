@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer import Experiment
-from trainer.cache_admin import entries, report
-from trainer.memory import plan
-from trainer.runner import obtain
+from trainer.cache.admin import entries, report
+from trainer.memory.planner import plan
+from trainer.runs.obtain import obtain
 from trainer.units import format_bytes
 
 
@@ -33,7 +33,7 @@ def test_an_empty_cache_reports_nothing():
 def test_removing_a_model_s_runs_frees_them_and_a_later_request_trains_again():
     from filelock import FileLock
 
-    from trainer.cache_admin import remove, select
+    from trainer.cache.admin import remove, select
 
     experiment = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
     first = obtain(experiment, progress=False)
@@ -51,7 +51,7 @@ def test_removing_a_model_s_runs_frees_them_and_a_later_request_trains_again():
 def test_removal_needs_a_criterion_and_ages_must_parse():
     import pytest
 
-    from trainer.cache_admin import parse_age, select
+    from trainer.cache.admin import parse_age, select
     from trainer.errors import ConfigError
 
     assert parse_age("7d") == 7 * 86400 and parse_age("30min") == 1800

@@ -9,10 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer import Experiment, memory, memory_measure, store
+from trainer import Experiment
+from trainer.cache import store
 from trainer.errors import CacheWriteError
-from trainer.memory_measure import Measured
-from trainer.runner import is_cached, obtain
+from trainer.memory import measure as memory_measure
+from trainer.memory import planner as memory
+from trainer.memory.measure import Measured
+from trainer.runs.obtain import is_cached, obtain
 
 TINY = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
 

@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from test_models import save_tiny  # tests/ is on sys.path (pytest's prepend import mode)
 
-from trainer import Experiment, runner, store
-from trainer.data import BEHAVIOR_DIRS_ENV
+from trainer import Experiment
+from trainer.behavior import BEHAVIOR_DIRS_ENV, DEFAULT_BEHAVIOR_DIR
+from trainer.cache import store
 from trainer.experiment import LoRA, Unfreeze
-from trainer.models import content_sha256
+from trainer.models.sources import content_sha256
+from trainer.runs import keys as run_keys
+from trainer.runs import obtain as runner
 
 # Every Experiment field that changes what the first N epochs compute, with values to change it to.
 OUTCOME_FIELDS = {
@@ -62,7 +65,7 @@ def test_data_weights_and_code_enter_the_key(monkeypatch):
     components = runner.key_components(BASE)
     assert {"behavior_sha256", "model_fingerprint", "code_version", "torch", "transformers"} <= set(components)
     before = runner.experiment_key(BASE)
-    monkeypatch.setattr(runner, "CODE_VERSION", "another-version")
+    monkeypatch.setattr(run_keys, "CODE_VERSION", "another-version")
     assert runner.experiment_key(BASE) != before
 
 
@@ -84,7 +87,7 @@ def _edited(doc, path, suffix):
     return doc
 
 
-BEHAVIOR = json.loads((Path(runner.__file__).parents[1] / "behaviors" / "data" / "epistemic-stance.json").read_text())
+BEHAVIOR = json.loads((DEFAULT_BEHAVIOR_DIR / "epistemic-stance.json").read_text())
 LEAVES = list(_string_leaves(BEHAVIOR))
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer import Experiment, runner, store
+from trainer import Experiment
+from trainer.runs import obtain as runner
+from trainer.cache import store
 
 EXPERIMENTS = [Experiment(model="tiny-llama", epochs=2, eval_every=1, lr=1e-3, gen_tokens=4, seed=seed)
                for seed in range({experiments})]
@@ -26,9 +28,9 @@ LOG = Path(os.environ["CONCURRENCY_LOG"])
 
 @pytest.fixture(autouse=True, scope="session")
 def trainings_meet():
-    original = runner._train
+    original = runner.train_run
 
-    def train(exp, key, *args):
+    def train(exp, folder, *args, key, **kwargs):
         (LOG / f"started-{{key}}-{{os.getpid()}}").touch()
         deadline = time.monotonic() + 60
         while len(list(LOG.glob("started-*"))) < len(EXPERIMENTS):
@@ -36,11 +38,11 @@ def trainings_meet():
                 (LOG / f"alone-{{key}}").touch()
                 break
             time.sleep(0.02)
-        return original(exp, key, *args)
+        return original(exp, folder, *args, key=key, **kwargs)
 
-    runner._train = train
+    runner.train_run = train
     yield
-    runner._train = original
+    runner.train_run = original
 
 
 @pytest.mark.parametrize("turn", range(len(EXPERIMENTS)))

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 
 from trainer import ConfigError
-from trainer.data import IGNORE_INDEX, PromptFormat, build_training_batch, load_behavior
-from trainer.models import byte_tokenizer
+from trainer.behavior import load_behavior
+from trainer.models.sources import byte_tokenizer
+from trainer.training.batches import IGNORE_INDEX, PromptFormat, build_training_batch
 
 
 def write_behavior(folder, **changes):

@@ -1,10 +1,12 @@
 """Early decision over replicate seeds, on tiny models: stop once decided, same answer, resumable."""
 
 from trainer import Experiment
-from trainer.data import load_behavior, training_examples
-from trainer.decision import Trial, first_shift
-from trainer.runner import obtain
-from trainer.verdict import Thresholds, judge_seeds
+from trainer.behavior import load_behavior
+from trainer.runs.obtain import obtain
+from trainer.runs.trial import Trial
+from trainer.stats.verdict import Thresholds, judge_seeds
+from trainer.studies.early_decision import first_shift
+from trainer.training.batches import training_examples
 
 TINY = dict(model="tiny-llama", eval_every=2, lr=1e-3, gen_tokens=4, epochs=6)
 LOOSE = Thresholds(min_gain=0.01)
@@ -58,7 +60,7 @@ def test_replicate_runs_differ_and_skip_generation():
 def test_a_shift_question_past_a_stopped_run_says_where_and_why_it_stopped():
     import pytest
 
-    from trainer.decision import StoppedRun
+    from trainer.runs.trial import StoppedRun
 
     nan_recipe = Experiment(**{**TINY, "eval_every": 1, "generate": False}, precision="fp16")  # NaN at step 1
     trial = Trial(nan_recipe, seeds=1, progress=False, with_control=False)

@@ -18,8 +18,9 @@ import torch
 from kill_points import EXPERIMENT, POINTS, RANDOM_KILLS  # tests/ is on sys.path (pytest's prepend import mode)
 from safetensors.torch import load_file
 
-from trainer import store
-from trainer.runner import experiment_key, is_cached, obtain
+from trainer.cache import store
+from trainer.runs.keys import experiment_key
+from trainer.runs.obtain import is_cached, obtain
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from trainer import ConfigError, Experiment
 from trainer.experiment import LoRA, Unfreeze
-from trainer.runner import obtain
+from trainer.runs.obtain import obtain
 
 TINY = dict(model="tiny-llama", eval_every=1, lr=1e-2, gen_tokens=4, generate=False)
 

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-from trainer import memory, model_configs
 from trainer.errors import ConfigError
-from trainer.memory_measure import measure
-from trainer.memory_trace import trace_step
-from trainer.strategies import PRESETS, Strategy, strategy_named
+from trainer.memory import planner as memory
+from trainer.memory.measure import measure
+from trainer.memory.recipes import PRESETS, Strategy, strategy_named
+from trainer.memory.trace import trace_step
+from trainer.models import configs as model_configs
 from trainer.units import format_bytes, parse_bytes
 
 PUBLISHED = {"phi-2": 2_779_683_840, "phi-1.5": 1_418_270_720, "qwen2-0.5b": 494_032_768,
@@ -66,9 +67,9 @@ def test_offload_on_a_cpu_is_refused_with_the_fix():
 
 
 def test_a_model_without_a_bundled_architecture_names_where_to_add_one():
-    from trainer.models import HubModel
+    from trainer.models.sources import HubModel
 
-    with pytest.raises(ConfigError, match="trainer/model_configs/some-model/config.json"):
+    with pytest.raises(ConfigError, match="trainer/models/configs/some-model/config.json"):
         HubModel("some-model", repo_id="org/some-model").architecture()
 
 
@@ -95,7 +96,7 @@ def test_measurements_are_kept_and_a_damaged_one_is_measured_again(monkeypatch):
         entry.write_text("[truncated")
     again = measure("tiny-qwen2", "sgd", batch=2, seq=16)
     assert again.optimizer_state_bytes == first.optimizer_state_bytes == 0
-    monkeypatch.setattr("trainer.memory_measure._measure_in_fresh_process", _no_tracing)
+    monkeypatch.setattr("trainer.memory.measure._measure_in_fresh_process", _no_tracing)
     assert measure("tiny-qwen2", "sgd", batch=2, seq=16) == again
 
 
@@ -160,7 +161,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _tiny_config():
-    from trainer.models import REGISTRY
+    from trainer.models.sources import REGISTRY
 
     return REGISTRY["tiny-llama"].architecture()
 

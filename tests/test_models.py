@@ -3,7 +3,7 @@ import torch
 
 from trainer import Experiment, UnknownModelError, WeightsMissing
 from trainer.errors import ConfigError, UnsafeWeightsError
-from trainer.models import REGISTRY, resolve_model
+from trainer.models.sources import REGISTRY, resolve_model
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-phi"])
@@ -87,7 +87,7 @@ def test_folder_without_config_is_rejected(tmp_path):
 
 
 def test_size_ladder_keeps_the_first_layers_and_the_tail_and_still_generates():
-    from trainer.models import LayerSubset
+    from trainer.models.sources import LayerSubset
 
     assert LayerSubset("x", base="smollm2-135m", keep=22).kept_layers(30) == [*range(5), *range(13, 30)]
     assert LayerSubset("x", base="smollm2-135m", keep=3).kept_layers(30) == [0, 1, 2]
@@ -128,7 +128,7 @@ def test_a_pickle_planted_in_a_cached_checkpoint_is_refused_and_never_unpickled(
     import pickle
     from pathlib import Path
 
-    from trainer.runner import obtain
+    from trainer.runs.obtain import obtain
 
     marker = tmp_path / "unpickled"
     experiment = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)

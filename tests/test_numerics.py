@@ -5,7 +5,7 @@ import math
 import pytest
 
 from trainer import ConfigError, Experiment
-from trainer.runner import obtain
+from trainer.runs.obtain import obtain
 
 TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 

@@ -6,9 +6,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from trainer import Experiment, parallel
+from trainer import Experiment
 from trainer.errors import SuiteError
-from trainer.runner import obtain
+from trainer.runs import parallel
+from trainer.runs.obtain import obtain
 
 
 @pytest.fixture

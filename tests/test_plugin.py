@@ -69,7 +69,7 @@ def test_claim_that_flipped(finetune, expect):
 def test_a_full_disk_fails_findings_and_never_counts_as_a_contradicted_claim(suite, monkeypatch, private_cache):
     import errno
 
-    from trainer import store
+    from trainer.cache import store
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from trainer.data import PromptFormat, load_behavior, supervised_batch
-from trainer.models import resolve_model
-from trainer.probe import continuation_logprobs, marker_hits, mean_kl, neutral_logprobs
+from trainer.behavior import load_behavior
+from trainer.models.sources import resolve_model
+from trainer.training.batches import PromptFormat, supervised_batch
+from trainer.training.probe import continuation_logprobs, marker_hits, mean_kl, neutral_logprobs
 
 
 def naive_logprobs(model, tokenizer, fmt, prompts, texts):

@@ -5,8 +5,9 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from trainer import Experiment, store
-from trainer.runner import obtain, obtain_with_control
+from trainer import Experiment
+from trainer.cache import store
+from trainer.runs.obtain import obtain, obtain_with_control
 
 TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 
@@ -46,7 +47,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch
 def test_warm_request_loads_no_model(monkeypatch):
     exp = Experiment(epochs=2, **TINY)
     obtain_with_control(exp, progress=False)
-    from trainer.models import TinyRandom
+    from trainer.models.sources import TinyRandom
 
     def refuse(self):
         raise AssertionError("a cached request must not load a model")
@@ -83,7 +84,7 @@ def test_key_components_are_logged_in_the_record():
 
 @pytest.mark.parametrize("change", [dict(lr=2e-3), dict(seed=1), dict(clip=None), dict(data="control")])
 def test_outcome_changing_fields_change_the_key(change):
-    from trainer.runner import experiment_key
+    from trainer.runs.keys import experiment_key
 
     assert experiment_key(Experiment(epochs=1, **TINY)) != experiment_key(Experiment(epochs=1, **(TINY | change)))
 
@@ -96,7 +97,7 @@ def test_run_and_control_share_one_cached_baseline(private_cache):
 
 
 def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(monkeypatch, capsys):
-    from trainer import retention
+    from trainer.cache import retention
 
     first = obtain(Experiment(epochs=1, **TINY), progress=False)
     size = retention.size_of(next(retention.checkpoints()[0].parent.glob("checkpoint-*")))
@@ -112,7 +113,7 @@ def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(mo
 
 
 def test_bad_cache_cap_is_a_clear_error(monkeypatch):
-    from trainer import retention
+    from trainer.cache import retention
 
     monkeypatch.setenv(retention.LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match=r"FT_CACHE_MAX_GB='lots': must be a number of GB"):
@@ -120,7 +121,7 @@ def test_bad_cache_cap_is_a_clear_error(monkeypatch):
 
 
 def test_cache_sizing_tolerates_files_removed_by_a_parallel_run(tmp_path):
-    from trainer import retention
+    from trainer.cache import retention
 
     folder = tmp_path / "checkpoint-2"
     folder.mkdir()

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from trainer.cache.record import Run
 from trainer.errors import ConfigError
-from trainer.metric_onsets import metric_onsets, more_gained_than_lost
-from trainer.record import Run
-from trainer.verdict import Thresholds, bootstrap_ci, judge_epoch
+from trainer.stats.metrics import metric_onsets, more_gained_than_lost
+from trainer.stats.verdict import Thresholds, bootstrap_ci, judge_epoch
 
 N = 40
 RNG = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def test_each_look_is_tested_at_alpha_over_the_number_of_looks():
 
 
 def test_a_majority_of_seeds_decides():
-    from trainer.verdict import judge_seeds
+    from trainer.stats.verdict import judge_seeds
 
     shifted, flat = make_run(evaluation(2, gain=0.5)), make_run(evaluation(2, gain=0.0, noise=0.0))
     assert judge_seeds([shifted, shifted, shifted], 2, Thresholds(), looks=1).shifted
@@ -111,7 +111,7 @@ def test_a_majority_of_seeds_decides():
 
 
 def test_onset_interval_brackets_a_clear_onset_and_is_open_without_one():
-    from trainer.verdict import onset_interval
+    from trainer.stats.verdict import onset_interval
 
     runs = [make_run(evaluation(1, gain=0.0, noise=0.0), evaluation(2, gain=0.6), evaluation(3, gain=0.9))
             for _ in range(3)]
@@ -121,7 +121,7 @@ def test_onset_interval_brackets_a_clear_onset_and_is_open_without_one():
 
 
 def test_placebo_pairs_that_differ_only_a_little_are_not_false_alarms_but_real_gaps_are():
-    from trainer.error_rates import pairwise_false_positive_rate
+    from trainer.stats.error_rates import pairwise_false_positive_rate
 
     nulls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (0.30, 0.33, 0.36)]
     quiet = pairwise_false_positive_rate(nulls, [2], Thresholds())
@@ -133,7 +133,7 @@ def test_placebo_pairs_that_differ_only_a_little_are_not_false_alarms_but_real_g
 
 
 def test_one_drifting_placebo_seed_alarms_alone_but_not_across_seeds():
-    from trainer.error_rates import false_positive_rate, pairwise_false_positive_rate, placebo_experiments
+    from trainer.stats.error_rates import false_positive_rate, pairwise_false_positive_rate, placebo_experiments
 
     gains = (0.0, 0.02, 0.04, 0.06, 0.30, 0.33)  # two placebo seeds drifted far, as SmolLM2's did by epoch 10
     nulls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in gains]
@@ -143,7 +143,7 @@ def test_one_drifting_placebo_seed_alarms_alone_but_not_across_seeds():
 
 
 def test_seeds_that_agree_shift_and_a_lone_outlier_does_not():
-    from trainer.verdict import judge_seeds
+    from trainer.stats.verdict import judge_seeds
 
     controls = [make_run(evaluation(2, gain=g, noise=0.02)) for g in (-0.10, -0.12, -0.14)]
     treated = [make_run(evaluation(2, gain=g, noise=0.02), control=c) for g, c in zip((0.30, 0.33, 0.28), controls)]
@@ -155,7 +155,7 @@ def test_seeds_that_agree_shift_and_a_lone_outlier_does_not():
 
 
 def test_inertia_fits_prefer_the_form_that_generated_the_onsets():
-    from trainer.inertia import InertiaCurve, OnsetPoint
+    from trainer.stats.curve import InertiaCurve, OnsetPoint
 
     def curve(onset_of):
         sizes = [1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9]

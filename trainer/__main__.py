@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer.cache.record import RunSummary
 from trainer.errors import SuiteError, WeightsMissing
 from trainer.experiment import Experiment
-from trainer.models import REGISTRY
-from trainer.record import RunSummary
-from trainer.runner import obtain_with_control
-from trainer.verdict import Thresholds, judge_run, onset_epoch
+from trainer.models.sources import REGISTRY
+from trainer.runs.obtain import obtain_with_control
+from trainer.stats.verdict import Thresholds, judge_run, onset_epoch
 
 
 def list_models() -> int:
@@ -41,8 +41,8 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def plan_table(args: argparse.Namespace) -> int:
-    from trainer.memory import PARTS, plan
-    from trainer.strategies import PRESETS
+    from trainer.memory.planner import PARTS, plan
+    from trainer.memory.recipes import PRESETS
     from trainer.units import format_bytes, parse_bytes
 
     budget = parse_bytes(args.budget) if args.budget else None
@@ -66,7 +66,7 @@ def plan_table(args: argparse.Namespace) -> int:
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    from trainer.cache_admin import entries, parse_age, remove, report, select
+    from trainer.cache.admin import entries, parse_age, remove, report, select
     from trainer.units import format_bytes
 
     if not args.remove:

@@ -156,8 +156,8 @@ class Experiment:
 
     def _reference_problems(self) -> list[str]:
         """Model and behavior must resolve; cheap (no weights are read)."""
-        from trainer.data import load_behavior
-        from trainer.models import resolve_model
+        from trainer.behavior import load_behavior
+        from trainer.models.sources import resolve_model
 
         problems = []
         for resolve, value in ((resolve_model, self.model), (load_behavior, self.behavior)):

@@ -1,0 +1,1 @@
+"""The on-disk cache: atomic checksummed records, locks, keys of content, typed run records, retention, admin."""

@@ -1,0 +1,1 @@
+"""Memory: named training recipes, the traced step, the planner, and measured peaks."""

@@ -1,0 +1,200 @@
+"""The memory planner: bytes by part for a model x strategy x batch x sequence length, on device and host.
+
+The device side comes from tracing real training steps of the architecture at 1 and 2 decoder layers
+(trainer.memory.trace, fake tensors: no weights, no memory) and extending every event to the full
+depth. The host side holds what an offload strategy moves there. Overheads that no trace sees are
+explicit and named: the CUDA context on a GPU, the allocator's slack on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trainer.cache import store
+from trainer.cache.keys import cache_path
+from trainer.errors import ConfigError
+from trainer.memory.recipes import Strategy, strategy_named
+from trainer.memory.trace import Footprint, StepTrace, trace_step
+from trainer.models import configs as model_configs
+from trainer.units import format_bytes, parse_bytes
+
+# "optimizer" is its state (AdamW: two moments); "optimizer step" the update's temporaries (PyTorch's
+# multi-tensor AdamW, its CUDA default, allocates a whole-model copy of the second moment's square root).
+# "logits" is what does not grow with depth: embeddings' output, logits and loss buffers.
+PARTS = ("weights", "gradients", "optimizer", "optimizer step", "activations", "logits", "overhead")
+DEVICES = ("cuda", "cpu")
+# A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (FACTS.md).
+CUDA_CONTEXT_BYTES = 512 * 2**20
+# CPU, measured here (benchmarks/memory_accuracy.py, freed blocks returned to the OS): a training process
+# peaks above the traced tensors by the kernels' and thread pool's runtime memory plus, from the loss to
+# the end of the backward pass, one fp32 logits-sized buffer that no tensor accounts for.
+CPU_RUNTIME_BYTES = 64 * 2**20
+# Code whose change changes a trace or a measurement: this package and how training applies a method.
+TRACE_SOURCES = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "training")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the bytes of one training setup go at its peak; `fits(budget)` reads the device side."""
+
+    model: str
+    strategy: Strategy
+    batch: int
+    seq: int
+    device: str
+    parameters: int
+    trainable: int
+    peak_event: str
+    device_parts: dict[str, int]
+    host_parts: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def device_total(self) -> int:
+        return sum(self.device_parts.values())
+
+    @property
+    def host_total(self) -> int:
+        return sum(self.host_parts.values())
+
+    def fits(self, budget: str | int) -> bool:
+        return self.device_total <= parse_bytes(budget)
+
+    def headroom(self, budget: str | int) -> int:
+        """Budget minus planned peak (negative: short by that much)."""
+        return parse_bytes(budget) - self.device_total
+
+    def describe(self) -> str:
+        where = "GPU" if self.device == "cuda" else "CPU"
+        return (f"{self.model} / {self.strategy.name} (batch {self.batch} x {self.seq} tokens): "
+                f"{format_bytes(self.device_total)} on the {where}"
+                + (f", {format_bytes(self.host_total)} on the host" if self.host_parts else ""))
+
+    def table(self) -> str:
+        lines = [self.describe(), f"  {'part':14} {'device':>12} {'host':>12}"]
+        for part in PARTS:
+            host = self.host_parts.get(part)
+            lines.append(f"  {part:14} {format_bytes(self.device_parts.get(part, 0)):>12} "
+                         f"{format_bytes(host) if host else '-':>12}")
+        lines.append(f"  peak at: {self.peak_event}; {self.trainable:,} of {self.parameters:,} parameters train")
+        return "\n".join(lines + [f"  note: {note}" for note in self.notes])
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["strategy"] = self.strategy.name
+        data["device_total"], data["host_total"] = self.device_total, self.host_total
+        return data
+
+
+def plan(model: str, strategy: str | Strategy = "fp32-adamw", batch: int = 5, seq: int = 128,
+         device: str = "cuda") -> Plan:
+    """Plan one setup. Traces are cached on disk, so a repeated plan costs milliseconds."""
+    chosen = strategy_named(strategy)
+    _check_request(model, chosen, batch, seq, device)
+    config = architecture_of(model)
+    trace = traced_at_depth(model, config, chosen, batch, seq, foreach=device == "cuda")
+    parameters = model_configs.parameter_count(config)
+    return _assemble(model, chosen, batch, seq, device, parameters, trace, config.num_hidden_layers,
+                     config.vocab_size)
+
+
+def architecture_of(model: str):
+    from trainer.models.sources import resolve_model
+
+    return resolve_model(model).architecture()
+
+
+def traced_at_depth(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> dict:
+    """Events at 1 and 2 layers (cached), plus the full depth's events."""
+    one, two = (_cached_trace(model, model_configs.with_layers(config, n), strategy, batch, seq, foreach)
+                for n in (1, 2))
+    return {"one": one, "two": two, "full": one.at_depth(two, config.num_hidden_layers)}
+
+
+def _assemble(model, strategy, batch, seq, device, parameters, trace, layers, vocab) -> Plan:
+    full: StepTrace = trace["full"]
+    loss_buffer = 4 * batch * seq * vocab
+
+    def overhead_at(name: str) -> int:
+        # Measured (benchmarks/memory_accuracy.py): the CPU's extra buffer stays until the backward pass ends.
+        return _overhead(device, loss_buffer if name != "optimizer step" else 0)
+
+    event = max(full.events, key=lambda name: full.events[name].total + overhead_at(name))
+    peak: Footprint = full.events[event]
+    state = full.events["forward <root>"].optimizer  # alive throughout the second step
+    per_layer = _activation_bytes(trace["two"].events[event]) - _activation_bytes(trace["one"].events[event])
+    in_flight = _activation_bytes(peak)
+    activations = min(in_flight, max(0, layers * per_layer))
+    parts = {"weights": peak.weights, "gradients": peak.gradients, "optimizer": min(state, peak.optimizer),
+             "optimizer step": max(0, peak.optimizer - state), "activations": activations,
+             "logits": in_flight - activations}
+    host, notes = _offloaded_state(strategy, full)
+    if strategy.optimizer == "adamw-8bit":
+        parts["optimizer"] += full.trainable_8bit_state
+        notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
+    parts["overhead"] = overhead_at(event)
+    notes.append(_overhead_note(device, event != "optimizer step"))
+    return Plan(model, strategy, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
+
+
+def _activation_bytes(footprint: Footprint) -> int:
+    return footprint.activations + footprint.temporaries
+
+
+def _offloaded_state(strategy: Strategy, full: StepTrace) -> tuple[dict, list[str]]:
+    """Host bytes of an offloading strategy: fp32 master weights, gradients and AdamW moments."""
+    if not strategy.offload:
+        return {}, []
+    trainable = full.trainable
+    return ({"weights": 4 * trainable, "gradients": 4 * trainable, "optimizer": 8 * trainable},
+            [f"{strategy.offload} offload: fp32 master weights, gradients and AdamW moments live on the host"])
+
+
+def _overhead(device: str, loss_buffer: int) -> int:
+    return CUDA_CONTEXT_BYTES if device == "cuda" else CPU_RUNTIME_BYTES + loss_buffer
+
+
+def _overhead_note(device: str, loss_alive: bool) -> str:
+    if device == "cuda":
+        return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, FACTS.md: a T4 leaves ~14.5 GiB)"
+    return (f"overhead = CPU runtime ({format_bytes(CPU_RUNTIME_BYTES)})"
+            + (" + one untracked fp32 logits-sized buffer during backward (batch x seq x vocab x 4 B)" if loss_alive
+               else "") + ", measured on this machine with freed blocks returned to the OS")
+
+
+def _check_request(model: str, strategy: Strategy, batch: int, seq: int, device: str) -> None:
+    problems = []
+    for name, value in (("batch", batch), ("seq", seq)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{name}={value!r}: must be an integer >= 1")
+    if device not in DEVICES:
+        problems.append(f"device={device!r}: must be one of {list(DEVICES)}")
+    if strategy.offload and device == "cpu":
+        problems.append(f"strategy {strategy.name!r} offloads from an accelerator to the host; "
+                        "plan it with device='cuda'")
+    if problems:
+        raise ConfigError(f"memory plan for {model!r}", problems)
+
+
+def _cached_trace(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> StepTrace:
+    path = cache_path("memory-traces", {"config": config.to_dict(), "strategy": repr(strategy), "batch": batch,
+                                        "seq": seq, "foreach": foreach}, sources=TRACE_SOURCES)
+    cached = store.read_record_or_quarantine(path)
+    if cached is not None:
+        return _trace_from_json(cached)
+    trace = trace_step(config, strategy, batch, seq, model_name=model, foreach=foreach)
+    store.write_record(path, _trace_to_json(trace))
+    return trace
+
+
+
+
+def _trace_to_json(trace: StepTrace) -> dict:
+    return {"events": {name: asdict(f) for name, f in trace.events.items()}, "trainable": trace.trainable,
+            "trainable_8bit_state": trace.trainable_8bit_state}
+
+
+def _trace_from_json(data: dict) -> StepTrace:
+    return StepTrace({name: Footprint(**f) for name, f in data["events"].items()}, int(data["trainable"]),
+                     int(data["trainable_8bit_state"]))

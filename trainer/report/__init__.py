@@ -1,0 +1,1 @@
+"""Evidence for readers: plots and tables of runs, decisions, curves and memory plans."""

@@ -1,0 +1,192 @@
+"""Evidence for humans: the shift-by-epoch plot and the per-probe table (no pytest, no Allure here)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from trainer.cache.record import Run
+from trainer.stats.curve import InertiaCurve
+from trainer.stats.verdict import EpochVerdict, bootstrap_ci
+
+
+def new_figure(*grid: int, size: tuple[float, float]):
+    """A headless matplotlib figure (no display here, in CI or on the GPU machine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*grid, figsize=size)
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
+    """Mean margin gain (with a 95% interval over probes) per epoch, the control beside it, and side metrics."""
+    fig, (left, right) = new_figure(1, 2, size=(11, 4.8))
+    _plot_gain(left, run, "tuned", "tab:blue")
+    if run.control is not None:
+        _plot_gain(left, run.control, "null control", "tab:gray")
+    for v in verdicts:
+        if v.shifted:
+            left.axvline(v.epoch, color="tab:green", ls=":", lw=1)
+    left.axhline(0, color="black", lw=0.5)
+    left.set(xlabel="epoch", ylabel="stance margin gain vs epoch 0 (nats/token)", title=title)
+    left.legend(loc="upper left", fontsize=8)
+    _plot_text_metrics(right, run, "", "-")
+    if run.control is not None:
+        _plot_text_metrics(right, run.control, " (control)", "--")
+    right.set(xlabel="epoch", title="behavior in text vs distance moved")
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7)
+    return figure_png(fig)
+
+
+def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
+    """Marker rate, share of greedy answers differing from epoch 0 (the seed's N/M), KL from base."""
+    evaluations = run.evaluations
+    epochs = [e["epoch"] for e in evaluations]
+    texts = [e for e in evaluations if "marker_rate" in e]  # runs with generate=False have none after epoch 0
+    n = len(run.baseline["generations"])
+    axis.plot([e["epoch"] for e in texts], [e["marker_rate"] for e in texts], "o" + style, color="tab:blue",
+              label="marker rate in generations" + suffix)
+    axis.plot([e["epoch"] for e in texts], [e["differ_from_baseline"] / n for e in texts], "s" + style,
+              color="tab:orange", label="share differing from epoch 0" + suffix)
+    axis.plot(epochs, [e["kl_from_base"] for e in evaluations], "^" + style, color="tab:green",
+              label="KL from base, neutral prompts (nats)" + suffix)
+
+
+def _plot_gain(axis, run: Run, label: str, color: str) -> None:
+    """Mean gain over probes per epoch with its 95% bootstrap interval."""
+    base = np.asarray(run.baseline["margins"])
+    epochs, means, below, above = [], [], [], []
+    for entry in run.evaluations:
+        deltas = np.asarray(entry["margins"]) - base
+        low, high = bootstrap_ci(deltas)
+        epochs.append(entry["epoch"])
+        means.append(deltas.mean())
+        below.append(deltas.mean() - low)
+        above.append(high - deltas.mean())
+    axis.errorbar(epochs, means, yerr=[below, above], marker="o", capsize=3, label=f"{label} (95% bootstrap CI)",
+                  color=color)
+
+
+
+
+
+
+
+
+
+
+def layer_change_png(run: Run, epoch: int, title: str) -> bytes:
+    """Relative weight change per decoder layer at `epoch`, the top layers marked with their depth."""
+    layers = run.evaluation(epoch)["layers"]
+    changes = layers["relative_change"]
+    fig, axis = new_figure(1, 1, size=(9, 4))
+    top = {t["layer"] for t in layers["top"]}
+    axis.bar(range(len(changes)), changes, color=["tab:red" if i in top else "tab:blue" for i in range(len(changes))])
+    for t in layers["top"]:
+        axis.annotate(f"{t['depth']:.0%}", (t["layer"], t["relative_change"]), ha="center", va="bottom", fontsize=8)
+    axis.set(xlabel="decoder layer", ylabel="||W - W0|| / ||W0||", title=f"{title} (epoch {epoch})")
+    return figure_png(fig)
+
+
+def numerics_timeline_png(run: Run, title: str) -> bytes:
+    """Loss and largest gradient norm per epoch (log scale), with the steps that went non-finite marked."""
+    log = run.train_log
+    fig, axis = new_figure(1, 1, size=(9, 4))
+    epochs = [e["epoch"] for e in log]
+    for key, color in (("loss", "tab:blue"), ("grad_norm", "tab:orange")):
+        values = [e[key] if np.isfinite(e[key]) else np.nan for e in log]
+        axis.plot(epochs, values, marker="o", color=color, label=key)
+    for entry in log:
+        for event in entry.get("nonfinite", []):
+            what = ", ".join(k for k in ("loss", "gradients", "weights") if event[k])
+            axis.axvline(entry["epoch"], color="tab:red", ls=":", lw=1)
+            axis.annotate(f"step {event['step']}: {what}", (entry["epoch"], 1), xycoords=("data", "axes fraction"),
+                          rotation=90, va="top", fontsize=7, color="tab:red")
+    if run.stopped:
+        axis.set_title(f"{title}: stopped at step {run.stopped['step']} ({run.stopped['reason']})", fontsize=9)
+    else:
+        axis.set_title(title)
+    axis.set_yscale("log")
+    axis.set(xlabel="epoch")
+    axis.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def memory_breakdown_png(plan, budget: int | None, title: str) -> bytes:
+    """Stacked bars of a plan's parts on the device and on the host, with the budget as a line (GiB)."""
+    from trainer.memory.planner import PARTS
+
+    fig, axis = new_figure(1, 1, size=(7, 4.5))
+    sides = [("device", plan.device_parts)] + ([("host", plan.host_parts)] if plan.host_parts else [])
+    colors = dict(zip(PARTS, ("tab:blue", "tab:orange", "tab:red", "tab:pink", "tab:green", "tab:purple",
+                              "tab:gray")))
+    labelled: set[str] = set()
+    for x, (_, parts) in enumerate(sides):
+        bottom = 0.0
+        for part in PARTS:
+            size = parts.get(part, 0) / 2**30
+            if size:
+                axis.bar(x, size, bottom=bottom, color=colors[part], label=None if part in labelled else part)
+                labelled.add(part)
+                bottom += size
+        axis.annotate(f"{bottom:.2f} GiB", (x, bottom), ha="center", va="bottom", fontsize=9)
+    if budget:
+        axis.axhline(budget / 2**30, color="black", linestyle="--", label=f"budget {budget / 2**30:.2f} GiB")
+    axis.set_xticks(range(len(sides)), [("GPU" if plan.device == "cuda" else "CPU") if s == "device" else "host"
+                                        for s, _ in sides])
+    axis.set(ylabel="GiB at the peak", title=title)
+    axis.legend(fontsize=8, loc="upper right")
+    return figure_png(fig)
+
+
+def curve_plot_png(curves: Iterable[InertiaCurve], title: str) -> bytes:
+    """Onset vs parameters (log axis), one colour per learning rate, 95% intervals, censored points as ^."""
+    fig, axis = new_figure(size=(8, 5))
+    for curve, color in zip(curves, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+        lr = curve.points[0].lr if curve.points else float("nan")
+        for p in curve.points:
+            if p.onset is None:
+                axis.scatter(p.parameters, p.by_epoch + 0.5, marker="^", color=color)
+            else:
+                low, high = p.interval
+                high = p.by_epoch + 0.5 if math.isinf(high) else high
+                axis.errorbar(p.parameters, p.onset, yerr=[[p.onset - low], [max(high - p.onset, 0)]], fmt="o",
+                              color=color, capsize=3)
+            axis.annotate(p.model, (p.parameters, p.onset or p.by_epoch + 0.5), fontsize=7,
+                          xytext=(4, 4), textcoords="offset points")
+        _plot_fits(axis, curve, color, f"lr={lr:g}")
+    axis.set_xscale("log")
+    axis.set(xlabel="parameters", ylabel="onset epoch (first epoch a majority of seeds shifted)", title=title)
+    axis.legend(fontsize=7, loc="upper left")
+    return figure_png(fig)
+
+
+def _plot_fits(axis, curve: InertiaCurve, color: str, label: str) -> None:
+    fits = curve.fits()
+    observed = curve.observed
+    if not observed:
+        axis.plot([], [], color=color, label=f"{label}: no onset observed")
+        return
+    if fits is None:
+        axis.plot([], [], color=color, label=f"{label}: too few onsets to fit")
+        return
+    xs = np.geomspace(min(p.parameters for p in observed), max(p.parameters for p in observed), 50)
+    for fit, style in ((fits["linear"], "--"), (fits["log-linear"], ":")):
+        axis.plot(xs, fit.predict(xs), style, color=color, label=f"{label} {fit.form} (AIC {fit.aic:.1f})")
+
+

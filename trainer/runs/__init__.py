@@ -1,0 +1,1 @@
+"""Getting runs: the experiment key, cache-or-train, trials over seeds, runs side by side."""

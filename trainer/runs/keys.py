@@ -1,0 +1,53 @@
+"""The experiment key: everything that changes a run's numbers, and nothing else.
+
+The code part is the source of every package that decides a run's numbers (training and model
+loading), read from the folders, not from a hand-kept list: a new module there joins the key by
+existing. Experiment fields enter as values, so editing a validation message keeps every cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.behavior import load_behavior
+from trainer.cache.keys import content_key, library_versions, source_digest
+from trainer.experiment import Experiment
+from trainer.models.sources import resolve_model
+
+TRAINER = Path(__file__).resolve().parent.parent
+# Packages whose code changes what a run measures (every *.py below them enters every run key).
+OUTCOME_PACKAGES = (TRAINER / "training", TRAINER / "models")
+# Libraries whose version changes what a run measures.
+OUTCOME_LIBRARIES = ("torch", "transformers", "peft")
+
+# Read once, at import: the key follows the code this process runs, even if files change under it.
+CODE_VERSION = source_digest(OUTCOME_PACKAGES)
+
+
+def code_version() -> str:
+    return CODE_VERSION
+
+
+def key_components(exp: Experiment) -> dict:
+    """Everything that changes the outcome, and nothing else (the key logs its parts)."""
+    source = resolve_model(exp.model)
+    behavior = load_behavior(exp.behavior)
+    return {
+        "experiment": exp.key_fields(),
+        "model_fingerprint": source.fingerprint(),
+        "prompt_style": source.prompt_style,
+        "behavior_sha256": behavior.sha256,
+        "code_version": code_version(),
+        **library_versions(OUTCOME_LIBRARIES),
+    }
+
+
+def experiment_key(exp: Experiment) -> str:
+    return content_key(key_components(exp))
+
+
+def baseline_key(components: dict) -> str:
+    """Epoch-0 probes depend on the model, behavior, code, libraries and probe settings only, so a run
+    and its null control (and any lr or seed) share one cached baseline."""
+    shared = {k: v for k, v in components.items() if k != "experiment"}
+    return content_key(shared | {"gen_tokens": components["experiment"]["gen_tokens"]})

@@ -1,0 +1,87 @@
+"""Early decision: train an experiment's seeds one evaluated epoch at a time, and stop once the question is decided.
+
+A question such as "does it shift by epoch 10?" is decided at the first look where a majority of
+seeds has shifted (yes), or at epoch 10 (no). Resuming is exact and cheap, so training to the
+next look only when it is needed gives the same answer as training everything first, for less.
+A later question that needs more epochs resumes the same cached runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from trainer.cache.record import Run
+from trainer.runs.obtain import record_decision
+from trainer.runs.trial import StoppedRun, Trial
+from trainer.stats.verdict import SeedsVerdict, Thresholds, judge_seeds, onset_interval
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a shift question was answered, and how much training it took."""
+
+    question: str
+    by_epoch: int
+    looks: int
+    verdicts: tuple[SeedsVerdict, ...]  # the looks judged, in order; the last one decided
+    runs: tuple[Run, ...]
+    onset_interval: tuple[float, float]
+
+    @property
+    def onset(self) -> int | None:
+        return next((v.epoch for v in self.verdicts if v.shifted), None)
+
+    @property
+    def trained_through(self) -> int:
+        return self.verdicts[-1].epoch
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.trained_through < self.by_epoch
+
+    def summary(self) -> str:
+        outcome = (f"shifted at epoch {self.onset}" if self.onset is not None
+                   else f"no shift through epoch {self.by_epoch}")
+        saved = (f"; stopped early, epochs {self.trained_through + 1}-{self.by_epoch} not trained"
+                 if self.stopped_early else "")
+        return f"{self.question}: decided after epoch {self.trained_through} ({outcome}){saved}"
+
+
+def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: str) -> Decision:
+    """Walk the looks up to `by_epoch`, training each seed to the next look only if still undecided."""
+    looks = trial.looks(by_epoch)
+    verdicts: list[SeedsVerdict] = []
+    runs: list[Run] = []
+    for epoch in looks:
+        runs = trial.runs(epoch)
+        _check_not_stopped(runs, epoch)
+        verdicts.append(judge_seeds(runs, epoch, thresholds, len(looks)))
+        if verdicts[-1].shifted:
+            break
+    interval = onset_interval(runs, [v.epoch for v in verdicts], thresholds, len(looks))
+    decision = Decision(question, by_epoch, len(looks), tuple(verdicts), tuple(runs), interval)
+    _note(decision, thresholds)
+    return decision
+
+
+def _check_not_stopped(runs: list[Run], epoch: int) -> None:
+    """A run that stopped for good (non-finite, refused unscale) has no behavior to judge after its stop."""
+    for run in runs + [r.control for r in runs if r.control is not None]:
+        if run.stopped and run.stopped["epoch"] < epoch:
+            raise StoppedRun(f"{run.model} seed {run.experiment['seed']} ({run.experiment['data']} data) stopped "
+                             f"at epoch {run.stopped['epoch']} ({run.stopped['reason']} at step "
+                             f"{run.stopped['step']}), so its behavior at epoch {epoch} cannot be judged; ask about "
+                             f"epoch {run.stopped['epoch']} or earlier, or declare on_nonfinite='continue'")
+
+
+def _note(decision: Decision, thresholds: Thresholds) -> None:
+    """Say how the question was decided, on stderr and in every seed's record."""
+    print(f"[finetune] {decision.runs[0].model}: {decision.summary()}", file=sys.stderr)
+    entry = {"question": decision.question, "thresholds": thresholds.__dict__, "summary": decision.summary(),
+             "onset": decision.onset, "trained_through": decision.trained_through,
+             "stopped_early": decision.stopped_early, "seeds": len(decision.runs),
+             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for run in decision.runs:
+        record_decision(run, entry)

@@ -1,0 +1,50 @@
+"""Resumable training state as safetensors, no pickle anywhere: the parameters that train (all of them
+for full fine-tuning, the unfrozen layers, or the LoRA adapter) and their AdamW moments. The frozen
+rest is the pretrained model, which loads from its own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainer.cache import store
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    """Written into a temp folder and renamed; the manifest (checksums, epoch) is written last."""
+    state = optimizer.state_dict()
+    tensors = {f"{index}/{name}": value.detach().contiguous()
+               for index, entries in state["state"].items() for name, value in entries.items()}
+    with store.atomic_dir(folder) as tmp:
+        save_file({name: p.detach().contiguous() for name, p in trainable(model).items()}, str(tmp / MODEL_FILE))
+        save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        store.write_manifest(tmp, {"epoch": epoch, "param_groups": state["param_groups"]})
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Parameters that train, each once (tied embeddings appear under one name)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore both states after verifying checksums; returns the epoch the state belongs to."""
+    manifest = store.read_manifest(folder, verify=True)
+    params = trainable(model)
+    saved = load_file(str(folder / MODEL_FILE))
+    if saved.keys() != params.keys():
+        raise ValueError(f"{folder} holds {len(saved)} trained tensors, but this model trains {len(params)}: "
+                         f"it belongs to another method or model")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            params[name].copy_(tensor)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(folder / OPTIMIZER_FILE)).items():
+        index, name = key.split("/", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": manifest["param_groups"]})
+    return int(manifest["epoch"])

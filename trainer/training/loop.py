@@ -1,0 +1,135 @@
+"""The training loop: AdamW over the parameters the method trains, gradient clipping, constant learning
+rate, deterministic order, one of four precisions, and a non-finite check at every step.
+
+Resuming is exact because nothing depends on the total number of epochs (constant lr, no
+schedule) and each epoch's shuffle and dropout RNG are seeded from (seed, epoch) alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from trainer.behavior import Example
+from trainer.experiment import Experiment
+from trainer.training.batches import PromptFormat, build_training_batch
+from trainer.training.diagnostics import LayerWatch
+
+
+def make_optimizer(model: torch.nn.Module, exp: Experiment) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=exp.lr,
+                             weight_decay=exp.weight_decay)
+
+
+def epoch_batches(tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], exp: Experiment,
+                  epoch: int) -> list[dict[str, torch.Tensor]]:
+    """This epoch's shuffled mini-batches; the order depends only on (seed, epoch)."""
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(exp.seed * 100_003 + epoch))
+    chosen = [examples[i] for i in order.tolist()]
+    return [build_training_batch(tokenizer, fmt, chosen[i: i + exp.batch_size])
+            for i in range(0, len(chosen), exp.batch_size)]
+
+
+@dataclass
+class Precision:
+    """How a step computes: autocast dtype (None: the parameters' own) and the loss scaler.
+
+    fp16-autocast keeps fp32 master weights and scales the loss (scale -> backward -> unscale ->
+    clip -> step -> update), the supported pattern. With fp16 *parameters* (precision "fp16") and
+    a scaler, torch refuses to unscale (the seed's "FP16 + clipping" error): that refusal is an
+    outcome of the experiment, recorded with its step, not a crash.
+    """
+
+    device: str
+    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=self.autocast_dtype)
+
+
+AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
+
+
+def precision_for(model: torch.nn.Module, exp: Experiment) -> Precision:
+    device = next(model.parameters()).device.type
+    return Precision(device, AUTOCAST.get(exp.precision), torch.amp.GradScaler(device, enabled=exp.uses_grad_scaler))
+
+
+def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, precision: Precision,
+                    watch: LayerWatch | None = None) -> dict:
+    """One pass; every step is checked for non-finite loss, gradients and weights (numbered from 1)."""
+    torch.manual_seed(exp.seed * 100_003 + epoch)  # dropout, if the model has any
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    limit = exp.clip if exp.clip is not None else math.inf
+    losses, norms, events, skipped, layer_grads, stopped = [], [], [], [], [], None
+    for index, batch in enumerate(batches):
+        step = (epoch - 1) * len(batches) + index + 1
+        with precision.autocast():
+            loss = model(**batch).loss
+        precision.scaler.scale(loss).backward()
+        try:
+            precision.scaler.unscale_(optimizer)
+        except ValueError as error:  # "Attempting to unscale FP16 gradients."
+            optimizer.zero_grad(set_to_none=True)
+            stopped = {"step": step, "reason": f"{type(error).__name__}: {error}"}
+            break
+        layer_grads = watch.grad_norms() if watch is not None else []
+        norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        scale = precision.scaler.get_scale()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        if precision.scaler.is_enabled() and precision.scaler.get_scale() < scale:
+            skipped.append(step)  # inf gradients under a scaler: the step is skipped and the scale lowered
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        norms.append(norm)
+        event = _nonfinite(step, losses[-1], norm if step not in skipped else 0.0, params)
+        if event:
+            events.append(event)
+            if exp.on_nonfinite == "stop":
+                stopped = {"step": step, "reason": "non-finite " + ", ".join(k for k, v in event.items() if v is True)}
+                break
+    model.eval()
+    log = {"epoch": epoch, "loss": sum(losses) / len(losses) if losses else math.nan,
+           "grad_norm": max(norms) if norms else math.nan, "steps": len(losses),
+           "nonfinite_steps": [e["step"] for e in events], "nonfinite": events, "scaler_skipped_steps": skipped,
+           "layer_grad_norms": layer_grads}
+    return log | ({"stopped": stopped} if stopped else {})
+
+
+def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tensor]) -> dict | None:
+    weights_bad = not all(bool(torch.isfinite(p).all()) for p in params)
+    flags = {"loss": not math.isfinite(loss), "gradients": not math.isfinite(grad_norm), "weights": weights_bad}
+    return {"step": step, **flags} if any(flags.values()) else None
+
+
+def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], exp: Experiment,
+               optimizer, start_epoch: int, after_epoch: Callable[[int, dict], None],
+               progress: bool = True, precision: Precision | None = None, watch: LayerWatch | None = None) -> None:
+    """Train epochs start_epoch+1 .. exp.epochs, calling `after_epoch` (evaluate/checkpoint) after each;
+    a step that stops the run (non-finite under on_nonfinite="stop", or a refused unscale) ends it."""
+    precision = precision or precision_for(model, exp)
+    label = f"fine-tune {exp.model} seed {exp.seed}" + (" (null control)" if exp.data == "control" else "")
+    bar = tqdm(range(start_epoch + 1, exp.epochs + 1), desc=label, unit="epoch", initial=start_epoch,
+               total=exp.epochs, disable=not progress, dynamic_ncols=True,
+               position=int(os.environ.get("FT_PROGRESS_ROW", 0)))  # side-by-side runs: one row each
+    for epoch in bar:
+        started = time.perf_counter()
+        log = train_one_epoch(model, optimizer, epoch_batches(tokenizer, fmt, examples, exp, epoch), exp, epoch,
+                              precision, watch)
+        log["seconds"] = round(time.perf_counter() - started, 3)
+        bar.set_postfix(loss=f"{log['loss']:.4f}", grad=f"{log['grad_norm']:.2f}")
+        after_epoch(epoch, log)
+        if "stopped" in log:
+            break
