@@ -44,8 +44,8 @@ def test_removing_a_model_s_runs_frees_them_and_a_later_request_trains_again():
     assert [e.path for e in busy] == [held] and held.is_dir()
     assert not Path(first.path).exists() and Path(first.path) in [e.path for e in removed]
     again = obtain(experiment, progress=False)
-    assert again.train_log[-1]["loss"] == first.train_log[-1]["loss"]  # retrained, same numbers
-    assert again.evaluation(1)["margins"] == first.evaluation(1)["margins"]
+    assert again.train_log[-1].loss == first.train_log[-1].loss  # retrained, same numbers
+    assert again.evaluation(1).margins == first.evaluation(1).margins
 
 
 def test_removal_needs_a_criterion_and_ages_must_parse():

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from trainer import Experiment
 from trainer.cache import store
+from trainer.cache.record import SCHEMA_VERSION
 from trainer.errors import CacheWriteError
 from trainer.memory import measure as memory_measure
 from trainer.memory import planner as memory
@@ -81,12 +82,12 @@ RECORD_DAMAGE = [_flip_a_byte, _truncate, _empty, _change_a_digit]
 def test_a_damaged_checkpoint_is_detected_and_never_resumed_from(damage, file, private_cache, tmp_path,
                                                                  monkeypatch, capsys):
     run = obtain(TINY, progress=False)
-    damage(Path(run.path) / run.body["checkpoint"] / file)
+    damage(Path(run.path) / run.record.checkpoint / file)
     longer = obtain(TINY.with_epochs(2), progress=False)
     assert "cannot resume" in capsys.readouterr().err
     monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "straight"))
     straight = obtain(TINY.with_epochs(2), progress=False)
-    weights = [load_file(f"{r.path}/{r.body['checkpoint']}/model.safetensors") for r in (longer, straight)]
+    weights = [load_file(f"{r.path}/{r.record.checkpoint}/model.safetensors") for r in (longer, straight)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
@@ -111,8 +112,39 @@ def test_a_damaged_run_record_is_detected_and_recomputed(damage, capsys):
     again = obtain(TINY, progress=False)
     _reported_and_moved_aside(record, capsys.readouterr().err)
     assert not again.from_cache
-    assert again.evaluation(1)["margins"] == first.evaluation(1)["margins"]
+    assert again.evaluation(1).margins == first.evaluation(1).margins
     assert store.read_record(record)["epochs_done"] == 1
+
+
+def _old_schema(body: dict) -> dict:
+    """The untyped record of schema 1: no `schema` field, stop and events as they were."""
+    return {k: v for k, v in body.items() if k != "schema"}
+
+
+def _future_schema(body: dict) -> dict:
+    return body | {"schema": SCHEMA_VERSION + 1}
+
+
+def _renamed_field(body: dict) -> dict:
+    """The schema number is right but a field is not this code's (a hand-edited or half-migrated record)."""
+    body = dict(body)
+    body["model"] = {("n_params" if k == "parameters" else k): v for k, v in body["model"].items()}
+    return body
+
+
+@pytest.mark.parametrize("rewrite", [_old_schema, _future_schema, _renamed_field])
+def test_a_record_of_another_schema_is_moved_aside_and_recomputed(rewrite, capsys):
+    """A checksum-valid record of another shape is never read field by field into a KeyError."""
+    first = obtain(TINY, progress=False)
+    record = Path(first.path) / store.RECORD
+    store.write_record(record, rewrite(store.read_record(record)))
+    assert not is_cached(TINY), "a record of another schema must not answer a request"
+    again = obtain(TINY, progress=False)
+    err = capsys.readouterr().err
+    assert "schema" in err or "unknown fields" in err
+    assert record.with_name(record.name + ".corrupt").exists()
+    assert not again.from_cache and again.evaluation(1).margins == first.evaluation(1).margins
+    assert store.read_record(record)["schema"] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("damage", RECORD_DAMAGE)
@@ -122,7 +154,7 @@ def test_a_damaged_shared_baseline_is_detected_and_recomputed(damage, private_ca
     damage(baseline)
     other_seed = obtain(TINY.with_seed(1), progress=False)  # a new run reads the shared epoch-0 probes
     _reported_and_moved_aside(baseline, capsys.readouterr().err)
-    assert other_seed.evaluation(0)["margins"] == first.evaluation(0)["margins"]
+    assert other_seed.evaluation(0).margins == first.evaluation(0).margins
 
 
 @pytest.mark.parametrize("damage", RECORD_DAMAGE)

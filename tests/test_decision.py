@@ -2,7 +2,7 @@
 
 from trainer import Experiment
 from trainer.behavior import load_behavior
-from trainer.runs.obtain import obtain
+from trainer.runs.obtain import decisions, obtain
 from trainer.runs.trial import Trial
 from trainer.stats.verdict import Thresholds, judge_seeds
 from trainer.studies.early_decision import first_shift
@@ -19,8 +19,8 @@ def test_a_shift_stops_training_at_the_deciding_look_and_the_record_says_so():
     for run in decision.runs:
         record = obtain(Experiment(**{**TINY, "seed": run.experiment["seed"],
                                       "generate": run.experiment["generate"]}).with_epochs(2), progress=False)
-        assert record.body["epochs_done"] == 2, "trained past the deciding epoch"
-        note = record.body["decisions"][-1]
+        assert record.record.epochs_done == 2, "trained past the deciding epoch"
+        note = decisions(record)[-1]
         assert note["stopped_early"] and note["trained_through"] == 2 and "not trained" in note["summary"]
 
 
@@ -52,9 +52,9 @@ def test_replicate_seeds_resample_the_examples_and_seed_0_keeps_them_as_written(
 
 def test_replicate_runs_differ_and_skip_generation():
     runs = Trial(Experiment(**TINY), seeds=2, progress=False).runs(2)
-    assert runs[0].evaluation(2)["margins"] != runs[1].evaluation(2)["margins"]
-    assert "generations" in runs[0].evaluation(2) and "generations" not in runs[1].evaluation(2)
-    assert "generations" in runs[1].baseline, "the shared baseline always carries text"
+    assert runs[0].evaluation(2).margins != runs[1].evaluation(2).margins
+    assert runs[0].evaluation(2).has_text and not runs[1].evaluation(2).has_text
+    assert runs[1].baseline.has_text, "the shared baseline always carries text"
 
 
 def test_a_shift_question_past_a_stopped_run_says_where_and_why_it_stopped():

@@ -88,7 +88,7 @@ def test_a_killed_run_resumes_to_an_uninterrupted_runs_parameters(killed, index,
     assert not list(folder.glob(".*.tmp")), "an interrupted write's temporary files were left behind"
     expected, expected_weights = final_state(killed["straight"])
     got, got_weights = final_state(cache)
-    assert resumed.body["epochs_done"] == EXPERIMENT.epochs
+    assert resumed.record.epochs_done == EXPERIMENT.epochs
     assert [e["epoch"] for e in got["train_log"]] == [1, 2, 3]
     assert [e["loss"] for e in got["train_log"]] == [e["loss"] for e in expected["train_log"]]
     assert got_weights.keys() == expected_weights.keys()

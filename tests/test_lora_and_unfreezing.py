@@ -4,6 +4,7 @@ import pytest
 from safetensors.torch import load_file
 
 from trainer import ConfigError, Experiment
+from trainer.cache.record import TopLayer
 from trainer.experiment import LoRA, Unfreeze
 from trainer.runs.obtain import obtain
 
@@ -11,44 +12,44 @@ TINY = dict(model="tiny-llama", eval_every=1, lr=1e-2, gen_tokens=4, generate=Fa
 
 
 def saved_tensors(run) -> dict:
-    return load_file(f"{run.path}/{run.body['checkpoint']}/model.safetensors")
+    return load_file(f"{run.path}/{run.record.checkpoint}/model.safetensors")
 
 
 def test_lora_checkpoint_holds_only_the_adapter_and_resumes_exactly(tmp_path, monkeypatch):
     exp = Experiment(epochs=2, method=LoRA(rank=4, alpha=8), **TINY)
     short = obtain(exp, progress=False)
     assert saved_tensors(short) and all("lora_" in name for name in saved_tensors(short))
-    assert short.body["method"]["trainable_parameters"] == sum(t.numel() for t in saved_tensors(short).values())
+    assert short.record.method.trainable_parameters == sum(t.numel() for t in saved_tensors(short).values())
     resumed = obtain(exp.with_epochs(4), progress=False)
     monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "fresh"))
     straight = obtain(exp.with_epochs(4), progress=False)
-    assert resumed.evaluation(4)["margins"] == straight.evaluation(4)["margins"]
-    assert resumed.evaluation(4)["margins"] != resumed.baseline["margins"], "the adapter should move the model"
+    assert resumed.evaluation(4).margins == straight.evaluation(4).margins
+    assert resumed.evaluation(4).margins != resumed.baseline.margins, "the adapter should move the model"
 
 
 def test_surgical_lora_adapts_only_the_chosen_layers():
     run = obtain(Experiment(epochs=1, method=LoRA(rank=2, targets=("q_proj", "v_proj"), layers=(1,)), **TINY),
                  progress=False)
-    assert run.body["method"]["trained_layers"] == [1]
+    assert run.record.method.trained_layers == [1]
     assert all(".layers.1." in name for name in saved_tensors(run))
-    change = run.evaluation(1)["layers"]["relative_change"]
+    change = run.evaluation(1).layers.relative_change
     assert change[0] == 0 and change[1] > 0
 
 
 def test_unfreezing_by_relative_depth_trains_only_that_layer():
     run = obtain(Experiment(epochs=2, method=Unfreeze((0.5,)), **TINY), progress=False)  # 2 layers: depth 0.5 = 1
-    assert run.body["method"]["trained_layers"] == [1]
+    assert run.record.method.trained_layers == [1]
     assert all(name.startswith("model.layers.1.") for name in saved_tensors(run))
-    change = run.evaluation(2)["layers"]["relative_change"]
+    change = run.evaluation(2).layers.relative_change
     assert change[0] == 0 and change[1] > 0
-    assert run.evaluation(2)["layers"]["top"][0] == {"layer": 1, "depth": 0.5, "relative_change": change[1]}
+    assert run.evaluation(2).layers.top[0] == TopLayer(layer=1, depth=0.5, relative_change=change[1])
 
 
 def test_full_fine_tuning_records_per_layer_gradients_and_changes():
     run = obtain(Experiment(epochs=2, **TINY), progress=False)
-    assert all(len(entry["layer_grad_norms"]) == 2 and min(entry["layer_grad_norms"]) > 0 for entry in run.train_log)
-    assert min(run.evaluation(2)["layers"]["relative_change"]) > 0
-    assert len(run.evaluation(2)["layers"]["top"]) == 2  # top-3 of a 2-layer model
+    assert all(len(entry.layer_grad_norms) == 2 and min(entry.layer_grad_norms) > 0 for entry in run.train_log)
+    assert min(run.evaluation(2).layers.relative_change) > 0
+    assert len(run.evaluation(2).layers.top) == 2  # top-3 of a 2-layer model
 
 
 def test_a_layer_outside_the_model_names_the_valid_range():

@@ -133,13 +133,13 @@ def test_a_pickle_planted_in_a_cached_checkpoint_is_refused_and_never_unpickled(
     marker = tmp_path / "unpickled"
     experiment = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
     run = obtain(experiment, progress=False)
-    checkpoint = Path(run.path) / run.body["checkpoint"]
+    checkpoint = Path(run.path) / run.record.checkpoint
     for name in ("optimizer.pt", "model.bin", "rng_state.pth"):
         (checkpoint / name).write_bytes(pickle.dumps(_Payload(marker)))
     resumed = obtain(experiment.with_epochs(2), progress=False)
     assert "holds ['model.bin', 'optimizer.pt', 'rng_state.pth'], which its manifest does not list" in \
            capsys.readouterr().err  # refused: retrained from epoch 0 rather than resumed from it
-    assert resumed.body["epochs_done"] == 2 and [e["epoch"] for e in resumed.train_log] == [1, 2]
+    assert resumed.record.epochs_done == 2 and [e.epoch for e in resumed.train_log] == [1, 2]
     assert not marker.exists()
 
 

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from trainer import ConfigError, Experiment
+from trainer.cache.record import NonfiniteEvent, Stop
 from trainer.runs.obtain import obtain
 
 TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
@@ -13,31 +14,31 @@ TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 @pytest.mark.parametrize("precision", ["fp32", "bf16-autocast", "fp16-autocast"])
 def test_fp32_master_weights_train_finitely_with_clipping(precision):
     run = obtain(Experiment(epochs=3, precision=precision, clip=1.0, **TINY), progress=False)
-    assert run.nonfinite_events == [] and "stopped" not in run.body
-    assert run.train_log[-1]["loss"] < run.train_log[0]["loss"]
-    assert all(math.isfinite(m) for m in run.evaluation(3)["margins"])
+    assert run.nonfinite_events == [] and run.stopped is None
+    assert run.train_log[-1].loss < run.train_log[0].loss
+    assert all(math.isfinite(m) for m in run.evaluation(3).margins)
 
 
 def test_fp16_parameters_with_a_grad_scaler_are_refused_at_the_first_unscale():
     run = obtain(Experiment(epochs=3, precision="fp16", grad_scaler=True, **TINY), progress=False)
-    assert run.body["stopped"] == {"epoch": 1, "step": 1, "reason": "ValueError: Attempting to unscale FP16 gradients."}
+    assert run.stopped == Stop(step=1, reason="ValueError: Attempting to unscale FP16 gradients.", epoch=1)
     assert run.evaluated_epochs == [0, 1], "the stopped run is still probed"
-    assert run.body["checkpoint"] is None
+    assert run.record.checkpoint is None
 
 
 def test_adamw_on_fp16_parameters_turns_weights_non_finite_and_the_run_stops_there():
     run = obtain(Experiment(epochs=3, precision="fp16", **TINY), progress=False)
-    assert run.body["stopped"]["step"] == 1 and "weights" in run.body["stopped"]["reason"]
-    assert run.nonfinite_events == [{"step": 1, "loss": False, "gradients": False, "weights": True}]
+    assert run.stopped.step == 1 and "weights" in run.stopped.reason
+    assert run.nonfinite_events == [NonfiniteEvent(step=1, loss=False, gradients=False, weights=True)]
     again = obtain(Experiment(epochs=5, precision="fp16", **TINY), progress=False)
     assert again.from_cache, "a run that stopped for good answers longer requests from its record"
 
 
 def test_continue_policy_trains_on_and_records_every_non_finite_step():
     run = obtain(Experiment(epochs=2, precision="fp16", on_nonfinite="continue", **TINY), progress=False)
-    assert "stopped" not in run.body and run.evaluated_epochs == [0, 1, 2]
-    assert [e["step"] for e in run.nonfinite_events] == [1, 2]
-    assert run.evaluation(2)["finite_logits"] is False and "generations" not in run.evaluation(2)
+    assert run.stopped is None and run.evaluated_epochs == [0, 1, 2]
+    assert [e.step for e in run.nonfinite_events] == [1, 2]
+    assert run.evaluation(2).finite_logits is False and not run.evaluation(2).has_text
 
 
 def test_fp16_on_a_model_that_overflows_in_fp16_is_refused():

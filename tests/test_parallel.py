@@ -34,7 +34,7 @@ def test_side_by_side_runs_match_runs_in_this_process(side_by_side, tmp_path, mo
     for got, expected in zip(runs, serial):
         assert got.experiment == expected.experiment
         for epoch in (1, 2):  # one thread per worker vs two here: equal up to float summation order
-            assert got.evaluation(epoch)["margins"] == pytest.approx(expected.evaluation(epoch)["margins"], abs=1e-5)
+            assert got.evaluation(epoch).margins == pytest.approx(expected.evaluation(epoch).margins, abs=1e-5)
 
 
 def test_cached_runs_are_read_here_without_starting_workers(side_by_side):

@@ -13,16 +13,15 @@ TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 
 
 def weights_of(run):
-    body = run.body
-    return load_file(f"{run.path}/{body['checkpoint']}/model.safetensors")
+    return load_file(f"{run.path}/{run.record.checkpoint}/model.safetensors")
 
 
 def test_training_lowers_the_loss_and_records_every_evaluated_epoch():
     run = obtain(Experiment(epochs=3, **TINY), progress=False)
-    losses = [entry["loss"] for entry in run.train_log]
+    losses = [entry.loss for entry in run.train_log]
     assert losses[-1] < losses[0], losses
     assert run.evaluated_epochs == [0, 1, 2, 3]
-    assert run.baseline["differ_from_baseline"] == 0
+    assert run.baseline.differ_from_baseline == 0
 
 
 def test_same_seed_gives_identical_weights(tmp_path, monkeypatch):
@@ -36,12 +35,12 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch
     obtain(Experiment(epochs=2, **TINY), progress=False)
     resumed = obtain(Experiment(epochs=4, **TINY), progress=False)
     assert "resuming tiny-llama from cached epoch 2" in capsys.readouterr().err
-    assert [e["epoch"] for e in resumed.train_log] == [1, 2, 3, 4]
+    assert [e.epoch for e in resumed.train_log] == [1, 2, 3, 4]
     monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "fresh"))
     straight = obtain(Experiment(epochs=4, **TINY), progress=False)
     a, b = weights_of(resumed), weights_of(straight)
     assert all((a[k] == b[k]).all() for k in a), "resumed parameters differ from an uninterrupted run"
-    assert resumed.evaluation(4)["margins"] == straight.evaluation(4)["margins"]
+    assert resumed.evaluation(4).margins == straight.evaluation(4).margins
 
 
 def test_warm_request_loads_no_model(monkeypatch):
@@ -65,7 +64,7 @@ def test_corrupt_record_is_detected_quarantined_and_recomputed(capsys):
     record.write_text(text.replace('"epochs_done": 1', '"epochs_done": 9'))
     again = obtain(exp, progress=False)
     assert "does not match its checksum" in capsys.readouterr().err
-    assert not again.from_cache and again.body["epochs_done"] == 1
+    assert not again.from_cache and again.record.epochs_done == 1
     assert record.with_name("record.json.corrupt").exists()
 
 
@@ -77,7 +76,7 @@ def test_cache_root_is_marked_as_a_cache(private_cache):
 
 def test_key_components_are_logged_in_the_record():
     run = obtain(Experiment(epochs=1, **TINY), progress=False)
-    parts = run.body["key_components"]
+    parts = run.record.key_components
     assert set(parts) >= {"experiment", "model_fingerprint", "behavior_sha256", "code_version", "torch"}
     json.dumps(parts)
 
@@ -92,8 +91,8 @@ def test_outcome_changing_fields_change_the_key(change):
 def test_run_and_control_share_one_cached_baseline(private_cache):
     run = obtain_with_control(Experiment(epochs=1, **TINY), progress=False)
     assert len(list((private_cache / "baselines").glob("*.json"))) == 1
-    assert run.baseline["margins"] == run.control.baseline["margins"]
-    assert run.baseline["generations"] == run.control.baseline["generations"]
+    assert run.baseline.margins == run.control.baseline.margins
+    assert run.baseline.generations == run.control.baseline.generations
 
 
 def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(monkeypatch, capsys):
@@ -106,10 +105,10 @@ def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(mo
     assert "dropped the resumable checkpoint" in capsys.readouterr().err
     assert len(retention.checkpoints()) == 1
     again = obtain(Experiment(epochs=1, **TINY), progress=False)
-    assert again.from_cache and again.body["checkpoint"] is None, "the record still answers, without a checkpoint"
+    assert again.from_cache and again.record.checkpoint is None, "the record still answers, without a checkpoint"
     longer = obtain(Experiment(epochs=2, **TINY), progress=False)  # must retrain from epoch 0, same numbers
-    assert longer.evaluation(1)["margins"] == first.evaluation(1)["margins"]
-    assert [e["epoch"] for e in longer.train_log] == [1, 2]
+    assert longer.evaluation(1).margins == first.evaluation(1).margins
+    assert [e.epoch for e in longer.train_log] == [1, 2]
 
 
 def test_bad_cache_cap_is_a_clear_error(monkeypatch):

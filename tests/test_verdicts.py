@@ -1,9 +1,11 @@
 """Verdict rules on hand-built records: each rule fires when, and only when, its conditions hold."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from trainer.cache.record import Run
+from trainer.cache.record import BehaviorInfo, Evaluation, MethodInfo, ModelInfo, Run, RunRecord
 from trainer.errors import ConfigError
 from trainer.stats.metrics import metric_onsets, more_gained_than_lost
 from trainer.stats.verdict import Thresholds, bootstrap_ci, judge_epoch
@@ -16,16 +18,15 @@ BASE = RNG.normal(0.0, 0.3, N)
 def evaluation(epoch, gain=0.0, noise=0.05, hits=0, differ=0, kl=0.0):
     margins = BASE + gain + (RNG.normal(0, noise, N) if epoch else 0)
     marker_hits = [i < hits for i in range(N)]
-    return {"epoch": epoch, "margins": margins.tolist(), "mean_margin": float(margins.mean()),
-            "marker_hits": marker_hits, "marker_rate": hits / N, "generations": ["x"] * N,
-            "differ_from_baseline": differ, "kl_from_base": kl}
+    return Evaluation(epoch, margins.tolist(), float(margins.mean()), kl, True, ["x"] * N, marker_hits, hits / N,
+                      differ)
 
 
 def make_run(*evaluations, control=None):
-    body = {"key": "k", "experiment": {"data": "train", "lr": 1e-5, "seed": 0, "method": {"kind": "full"}},
-            "model": {"name": "synthetic"}, "behavior": {"name": "b"}, "train_log": [],
-            "evaluations": [evaluation(0), *evaluations]}
-    return Run(body, through_epoch=body["evaluations"][-1]["epoch"], control=control)
+    record = RunRecord("k", {}, {"data": "train", "lr": 1e-5, "seed": 0, "method": {"kind": "full"}},
+                       ModelInfo("synthetic", 0, None, "", "plain"), BehaviorInfo("b", 1, ""), MethodInfo(0, [], 0),
+                       [], evaluations=[evaluation(0), *evaluations])
+    return Run(record, through_epoch=record.evaluations[-1].epoch, control=control)
 
 
 def test_no_change_is_no_shift():
@@ -92,7 +93,7 @@ def test_a_gain_no_larger_than_the_controls_is_no_shift_even_when_consistent():
 
 def test_each_look_is_tested_at_alpha_over_the_number_of_looks():
     deltas = np.array([0.6 + 0.001 * i for i in range(21)] + [-0.4 - 0.001 * i for i in range(19)])
-    weak = make_run({**evaluation(2), "margins": (BASE + deltas).tolist()})  # mean +0.125, p = 0.0013
+    weak = make_run(dataclasses.replace(evaluation(2), margins=(BASE + deltas).tolist()))  # mean +0.125, p = 0.0013
     single = judge_epoch(weak, 2, Thresholds(alpha=0.01), looks=1)
     corrected = judge_epoch(weak, 2, Thresholds(alpha=0.01), looks=10)
     assert 0.001 < single.p_value < 0.01 and corrected.p_value == single.p_value

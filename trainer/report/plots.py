@@ -56,25 +56,25 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
 def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
     """Marker rate, share of greedy answers differing from epoch 0 (the seed's N/M), KL from base."""
     evaluations = run.evaluations
-    epochs = [e["epoch"] for e in evaluations]
-    texts = [e for e in evaluations if "marker_rate" in e]  # runs with generate=False have none after epoch 0
-    n = len(run.baseline["generations"])
-    axis.plot([e["epoch"] for e in texts], [e["marker_rate"] for e in texts], "o" + style, color="tab:blue",
+    epochs = [e.epoch for e in evaluations]
+    texts = [e for e in evaluations if e.has_text]  # runs with generate=False have none after epoch 0
+    n = len(run.baseline.generations)
+    axis.plot([e.epoch for e in texts], [e.marker_rate for e in texts], "o" + style, color="tab:blue",
               label="marker rate in generations" + suffix)
-    axis.plot([e["epoch"] for e in texts], [e["differ_from_baseline"] / n for e in texts], "s" + style,
+    axis.plot([e.epoch for e in texts], [e.differ_from_baseline / n for e in texts], "s" + style,
               color="tab:orange", label="share differing from epoch 0" + suffix)
-    axis.plot(epochs, [e["kl_from_base"] for e in evaluations], "^" + style, color="tab:green",
+    axis.plot(epochs, [e.kl_from_base for e in evaluations], "^" + style, color="tab:green",
               label="KL from base, neutral prompts (nats)" + suffix)
 
 
 def _plot_gain(axis, run: Run, label: str, color: str) -> None:
     """Mean gain over probes per epoch with its 95% bootstrap interval."""
-    base = np.asarray(run.baseline["margins"])
+    base = np.asarray(run.baseline.margins)
     epochs, means, below, above = [], [], [], []
     for entry in run.evaluations:
-        deltas = np.asarray(entry["margins"]) - base
+        deltas = np.asarray(entry.margins) - base
         low, high = bootstrap_ci(deltas)
-        epochs.append(entry["epoch"])
+        epochs.append(entry.epoch)
         means.append(deltas.mean())
         below.append(deltas.mean() - low)
         above.append(high - deltas.mean())
@@ -92,13 +92,13 @@ def _plot_gain(axis, run: Run, label: str, color: str) -> None:
 
 def layer_change_png(run: Run, epoch: int, title: str) -> bytes:
     """Relative weight change per decoder layer at `epoch`, the top layers marked with their depth."""
-    layers = run.evaluation(epoch)["layers"]
-    changes = layers["relative_change"]
+    layers = run.evaluation(epoch).layers
+    changes = layers.relative_change
     fig, axis = new_figure(1, 1, size=(9, 4))
-    top = {t["layer"] for t in layers["top"]}
+    top = {t.layer for t in layers.top}
     axis.bar(range(len(changes)), changes, color=["tab:red" if i in top else "tab:blue" for i in range(len(changes))])
-    for t in layers["top"]:
-        axis.annotate(f"{t['depth']:.0%}", (t["layer"], t["relative_change"]), ha="center", va="bottom", fontsize=8)
+    for t in layers.top:
+        axis.annotate(f"{t.depth:.0%}", (t.layer, t.relative_change), ha="center", va="bottom", fontsize=8)
     axis.set(xlabel="decoder layer", ylabel="||W - W0|| / ||W0||", title=f"{title} (epoch {epoch})")
     return figure_png(fig)
 
@@ -107,18 +107,18 @@ def numerics_timeline_png(run: Run, title: str) -> bytes:
     """Loss and largest gradient norm per epoch (log scale), with the steps that went non-finite marked."""
     log = run.train_log
     fig, axis = new_figure(1, 1, size=(9, 4))
-    epochs = [e["epoch"] for e in log]
+    epochs = [e.epoch for e in log]
     for key, color in (("loss", "tab:blue"), ("grad_norm", "tab:orange")):
-        values = [e[key] if np.isfinite(e[key]) else np.nan for e in log]
+        values = [getattr(e, key) if np.isfinite(getattr(e, key)) else np.nan for e in log]
         axis.plot(epochs, values, marker="o", color=color, label=key)
     for entry in log:
-        for event in entry.get("nonfinite", []):
-            what = ", ".join(k for k in ("loss", "gradients", "weights") if event[k])
-            axis.axvline(entry["epoch"], color="tab:red", ls=":", lw=1)
-            axis.annotate(f"step {event['step']}: {what}", (entry["epoch"], 1), xycoords=("data", "axes fraction"),
+        for event in entry.nonfinite:
+            what = ", ".join(event.flags())
+            axis.axvline(entry.epoch, color="tab:red", ls=":", lw=1)
+            axis.annotate(f"step {event.step}: {what}", (entry.epoch, 1), xycoords=("data", "axes fraction"),
                           rotation=90, va="top", fontsize=7, color="tab:red")
     if run.stopped:
-        axis.set_title(f"{title}: stopped at step {run.stopped['step']} ({run.stopped['reason']})", fontsize=9)
+        axis.set_title(f"{title}: stopped at step {run.stopped.step} ({run.stopped.reason})", fontsize=9)
     else:
         axis.set_title(title)
     axis.set_yscale("log")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Iterable
 
@@ -15,21 +16,21 @@ from trainer.training.probe import text_probes
 def probe_table_html(run: Run, epoch: int) -> str:
     """Baseline vs tuned, per held-out probe: margins, marker hits and the greedy answers."""
     base, tuned = run.baseline, run.evaluation(epoch)
-    prompts = run.body.get("probes") or [f"probe {i}" for i in range(len(base["margins"]))]
-    if "generations" not in tuned:  # generate=False: margins only
-        tuned = tuned | text_probes([""] * len(prompts), (), base["generations"])
+    prompts = run.record.probes or [f"probe {i}" for i in range(len(base.margins))]
+    if not tuned.has_text:  # generate=False: margins only
+        tuned = dataclasses.replace(tuned, **text_probes([""] * len(prompts), (), base.generations))
     rows = "".join(
         f"<tr><td>{html.escape(p)}</td><td>{bm:+.3f}</td><td>{tm:+.3f}</td><td>{tm - bm:+.3f}</td>"
         f"<td>{html.escape(bg)}</td><td>{html.escape(tg)}</td><td>{'✔' if th else ''}</td>"
         f"<td>{'' if bg == tg else 'differs'}</td></tr>"
-        for p, bm, tm, bg, tg, th in zip(prompts, base["margins"], tuned["margins"], base["generations"],
-                                         tuned["generations"], tuned["marker_hits"])
+        for p, bm, tm, bg, tg, th in zip(prompts, base.margins, tuned.margins, base.generations,
+                                         tuned.generations, tuned.marker_hits)
     )
     return (f"<html><head><meta charset='utf-8'><style>td,th{{border:1px solid #ccc;padding:3px;"
             f"font:12px sans-serif;vertical-align:top}}table{{border-collapse:collapse}}</style></head><body>"
             f"<p>{html.escape(run.model)} · {html.escape(run.behavior)} · epoch 0 vs epoch {epoch} · "
-            f"{tuned['differ_from_baseline']}/{len(prompts)} generations differ · marker rate "
-            f"{base['marker_rate']:.0%} → {tuned['marker_rate']:.0%}</p><table><tr><th>probe</th>"
+            f"{tuned.differ_from_baseline}/{len(prompts)} generations differ · marker rate "
+            f"{base.marker_rate:.0%} → {tuned.marker_rate:.0%}</p><table><tr><th>probe</th>"
             f"<th>margin e0</th><th>margin e{epoch}</th><th>gain</th><th>answer e0</th><th>answer e{epoch}</th>"
             f"<th>marker</th><th></th></tr>{rows}</table></body></html>")
 
@@ -55,7 +56,7 @@ def seed_verdicts_csv(decision) -> str:
              "seed_shifted,majority_shifted"]
     for look in decision.verdicts:
         for run, v in zip(decision.runs, look.per_seed):
-            cells = [look.epoch, run.experiment["seed"], _fmt(v.gain), _fmt(v.gain_ci[0]), _fmt(v.gain_ci[1]),
+            cells = [look.epoch, run.seed, _fmt(v.gain), _fmt(v.gain_ci[0]), _fmt(v.gain_ci[1]),
                      _fmt(v.p_value), _fmt(v.control_gain), _fmt(v.p_vs_control), _fmt(v.alpha_per_look),
                      v.shifted, look.shifted]
             lines.append(",".join(str(c) for c in cells))

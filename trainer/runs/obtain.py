@@ -6,16 +6,19 @@ alone answers it. One lock per experiment key, so parallel workers train each ex
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from trainer.cache import store
 from trainer.cache.keys import content_key
-from trainer.cache.record import Run
+from trainer.cache.record import RecordSchemaError, Run, RunRecord
 from trainer.errors import CacheCorrupt
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.keys import baseline_key, experiment_key, key_components
 from trainer.training.session import train_run
+
+DECISIONS = "decisions.json"  # beside the record: notes on how questions were decided, not part of what was measured
 
 
 def obtain(exp: Experiment, progress: bool = True) -> Run:
@@ -27,27 +30,35 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
     folder = store.run_dir(key)
     with store.locked(folder.with_suffix(".lock")):
         store.remove_unfinished(folder)
-        body = store.read_record_or_quarantine(folder / store.RECORD)
-        if answers(body, exp):
-            return Run(body, exp.epochs, from_cache=True, path=str(folder))
+        record = read_run_record(folder)
+        if record is not None and record.answers(exp.epochs):
+            return Run(record, exp.epochs, from_cache=True, path=str(folder))
         baseline_path = store.cache_root() / "baselines" / f"{baseline_key(components)}.json"
-        body = train_run(exp, folder, body, key=key, components=components, baseline_path=baseline_path,
-                         progress=progress)
-    return Run(body, exp.epochs, from_cache=False, path=str(folder))
+        record = train_run(exp, folder, record, key=key, components=components, baseline_path=baseline_path,
+                           progress=progress)
+    return Run(record, exp.epochs, from_cache=False, path=str(folder))
+
+
+def read_run_record(folder: Path) -> RunRecord | None:
+    """The typed record in `folder`; a damaged one, or one of another schema, is moved aside (None: retrain)."""
+    body = store.read_record_or_quarantine(folder / store.RECORD)
+    if body is None:
+        return None
+    try:
+        return RunRecord.from_json(body)
+    except RecordSchemaError as error:
+        moved = store.quarantine(folder / store.RECORD)
+        print(f"[finetune] {folder / store.RECORD}: {error}; moved to {moved} and recomputing", file=sys.stderr)
+        return None
 
 
 def is_cached(exp: Experiment) -> bool:
     """Whether the cache already answers `exp` (a cheap look at its record; no model is loaded)."""
     try:
         body = store.read_record(store.run_dir(experiment_key(exp)) / store.RECORD)
-    except CacheCorrupt:
+        return body is not None and RunRecord.from_json(body).answers(exp.epochs)
+    except CacheCorrupt:  # damaged or of another schema: not an answer
         return False
-    return answers(body, exp)
-
-
-def answers(body: dict | None, exp: Experiment) -> bool:
-    """A record answers a request when it reached the epochs asked for, or stopped for good before."""
-    return body is not None and (body["epochs_done"] >= exp.epochs or bool(body.get("stopped")))
 
 
 def obtain_with_control(exp: Experiment, progress: bool = True) -> Run:
@@ -59,12 +70,15 @@ def obtain_with_control(exp: Experiment, progress: bool = True) -> Run:
 
 
 def record_decision(run: Run, entry: dict) -> None:
-    """Note on a run's record how a question about it was decided (e.g. 'stopped early at epoch 2 of 10')."""
+    """Note beside a run's record how a question about it was decided (e.g. 'stopped early at epoch 2 of
+    10'). The record itself is what was measured, so it is never rewritten for a note."""
     folder = Path(run.path)
     with store.locked(folder.with_suffix(".lock")):
-        body = store.read_record_or_quarantine(folder / store.RECORD)
-        if body is None:
-            return
-        kept = [d for d in body.get("decisions", []) if d["question"] != entry["question"]]
-        body["decisions"] = kept + [entry]
-        store.write_record(folder / store.RECORD, body)
+        kept = [d for d in (store.read_record_or_quarantine(folder / DECISIONS) or {}).get("decisions", [])
+                if d["question"] != entry["question"]]
+        store.write_record(folder / DECISIONS, {"decisions": kept + [entry]})
+
+
+def decisions(run: Run) -> list[dict]:
+    """The notes `record_decision` left beside a run's record."""
+    return (store.read_record_or_quarantine(Path(run.path) / DECISIONS) or {}).get("decisions", [])

@@ -62,14 +62,14 @@ def _margin(run: Run, t: Thresholds) -> list[MetricReading]:
 
 
 def _markers(run: Run, t: Thresholds) -> list[MetricReading]:
-    base = np.asarray(run.baseline["marker_hits"], dtype=bool)
+    base = np.asarray(run.baseline.marker_hits, dtype=bool)
     readings = []
     for epoch in run.evaluated_epochs[1:]:
-        hits = np.asarray(run.evaluation(epoch)["marker_hits"], dtype=bool)
+        hits = np.asarray(run.evaluation(epoch).marker_hits, dtype=bool)
         p_value = more_gained_than_lost(hits, base)
         beyond_control = True
         if run.control is not None:
-            control = np.asarray(run.control.evaluation(epoch)["marker_hits"], dtype=bool)
+            control = np.asarray(run.control.evaluation(epoch).marker_hits, dtype=bool)
             beyond_control = more_gained_than_lost(hits, control) < t.alpha
         gain = float(hits.mean() - base.mean())
         shifted = p_value < t.alpha and gain >= t.min_marker_gain and beyond_control
@@ -87,12 +87,12 @@ def more_gained_than_lost(after: np.ndarray, before: np.ndarray) -> float:
 
 
 def _differs(run: Run, t: Thresholds) -> list[MetricReading]:
-    n = len(run.baseline["generations"])
-    return [MetricReading(e["epoch"], e["differ_from_baseline"] / n, e["differ_from_baseline"] / n >= t.differ_share)
+    n = len(run.baseline.generations)
+    return [MetricReading(e.epoch, e.differ_from_baseline / n, e.differ_from_baseline / n >= t.differ_share)
             for e in run.evaluations[1:]]
 
 
 def _kl(run: Run, t: Thresholds) -> list[MetricReading]:
-    return [MetricReading(e["epoch"], e["kl_from_base"], e["kl_from_base"] >= t.kl_floor) for e in run.evaluations[1:]]
+    return [MetricReading(e.epoch, e.kl_from_base, e.kl_from_base >= t.kl_floor) for e in run.evaluations[1:]]
 
 

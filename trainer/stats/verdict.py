@@ -91,7 +91,7 @@ def bootstrap_ci(deltas: np.ndarray, confidence: float = 0.95) -> tuple[float, f
 
 
 def margin_deltas(run: Run, epoch: int) -> np.ndarray:
-    return np.asarray(run.evaluation(epoch)["margins"]) - np.asarray(run.baseline["margins"])
+    return np.asarray(run.evaluation(epoch).margins) - np.asarray(run.baseline.margins)
 
 
 def judge_epoch(run: Run, epoch: int, thresholds: Thresholds, looks: int = 1,
@@ -201,7 +201,7 @@ def onset_interval(runs: list[Run], epochs: list[int], thresholds: Thresholds, l
     """Percentile interval of the onset epoch: resample seeds, then probes, and re-apply the whole
     rule (vectorised Wilcoxon, normal approximation because resampled probes tie). `inf` = no onset."""
     rng = np.random.default_rng(0)
-    n_probes = len(runs[0].baseline["margins"])
+    n_probes = len(runs[0].baseline.margins)
     picks = rng.integers(n_probes, size=(resamples, n_probes))
     seed_picks = rng.integers(len(runs), size=(resamples, len(runs)))
     rows = np.arange(resamples)[:, None]

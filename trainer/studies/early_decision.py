@@ -69,11 +69,11 @@ def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: s
 def _check_not_stopped(runs: list[Run], epoch: int) -> None:
     """A run that stopped for good (non-finite, refused unscale) has no behavior to judge after its stop."""
     for run in runs + [r.control for r in runs if r.control is not None]:
-        if run.stopped and run.stopped["epoch"] < epoch:
+        if run.stopped and run.stopped.epoch < epoch:
             raise StoppedRun(f"{run.model} seed {run.experiment['seed']} ({run.experiment['data']} data) stopped "
-                             f"at epoch {run.stopped['epoch']} ({run.stopped['reason']} at step "
-                             f"{run.stopped['step']}), so its behavior at epoch {epoch} cannot be judged; ask about "
-                             f"epoch {run.stopped['epoch']} or earlier, or declare on_nonfinite='continue'")
+                             f"at epoch {run.stopped.epoch} ({run.stopped.reason} at step "
+                             f"{run.stopped.step}), so its behavior at epoch {epoch} cannot be judged; ask about "
+                             f"epoch {run.stopped.epoch} or earlier, or declare on_nonfinite='continue'")
 
 
 def _note(decision: Decision, thresholds: Thresholds) -> None:

@@ -32,7 +32,7 @@ def measure_curve(template: Experiment, models: Iterable[str], by_epoch: int, se
             continue
         trial = Trial(_for_model(template, name), seeds, progress)
         decision = first_shift(trial, by_epoch, thresholds, f"onset by epoch {by_epoch}")
-        parameters = decision.runs[0].body["model"]["parameters"]
+        parameters = decision.runs[0].record.model.parameters
         points.append(OnsetPoint(name, parameters, template.lr, decision.onset, decision.onset_interval,
                                  by_epoch, seeds))
     return InertiaCurve(tuple(points), tuple(missing))

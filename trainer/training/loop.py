@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trainer.behavior import Example
+from trainer.cache.record import EpochLog, NonfiniteEvent, StepStop
 from trainer.experiment import Experiment
 from trainer.training.batches import PromptFormat, build_training_batch
 from trainer.training.diagnostics import LayerWatch
@@ -66,7 +67,7 @@ def precision_for(model: torch.nn.Module, exp: Experiment) -> Precision:
 
 
 def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, precision: Precision,
-                    watch: LayerWatch | None = None) -> dict:
+                    watch: LayerWatch | None = None) -> EpochLog:
     """One pass; every step is checked for non-finite loss, gradients and weights (numbered from 1)."""
     torch.manual_seed(exp.seed * 100_003 + epoch)  # dropout, if the model has any
     model.train()
@@ -82,7 +83,7 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
             precision.scaler.unscale_(optimizer)
         except ValueError as error:  # "Attempting to unscale FP16 gradients."
             optimizer.zero_grad(set_to_none=True)
-            stopped = {"step": step, "reason": f"{type(error).__name__}: {error}"}
+            stopped = StepStop(step, f"{type(error).__name__}: {error}")
             break
         layer_grads = watch.grad_norms() if watch is not None else []
         norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
@@ -98,24 +99,21 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
         if event:
             events.append(event)
             if exp.on_nonfinite == "stop":
-                stopped = {"step": step, "reason": "non-finite " + ", ".join(k for k, v in event.items() if v is True)}
+                stopped = StepStop(step, "non-finite " + ", ".join(event.flags()))
                 break
     model.eval()
-    log = {"epoch": epoch, "loss": sum(losses) / len(losses) if losses else math.nan,
-           "grad_norm": max(norms) if norms else math.nan, "steps": len(losses),
-           "nonfinite_steps": [e["step"] for e in events], "nonfinite": events, "scaler_skipped_steps": skipped,
-           "layer_grad_norms": layer_grads}
-    return log | ({"stopped": stopped} if stopped else {})
+    return EpochLog(epoch, sum(losses) / len(losses) if losses else math.nan, max(norms) if norms else math.nan,
+                    len(losses), events, skipped, layer_grads, stopped=stopped)
 
 
-def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tensor]) -> dict | None:
+def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tensor]) -> NonfiniteEvent | None:
     weights_bad = not all(bool(torch.isfinite(p).all()) for p in params)
-    flags = {"loss": not math.isfinite(loss), "gradients": not math.isfinite(grad_norm), "weights": weights_bad}
-    return {"step": step, **flags} if any(flags.values()) else None
+    event = NonfiniteEvent(step, not math.isfinite(loss), not math.isfinite(grad_norm), weights_bad)
+    return event if event.flags() else None
 
 
 def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], exp: Experiment,
-               optimizer, start_epoch: int, after_epoch: Callable[[int, dict], None],
+               optimizer, start_epoch: int, after_epoch: Callable[[int, EpochLog], None],
                progress: bool = True, precision: Precision | None = None, watch: LayerWatch | None = None) -> None:
     """Train epochs start_epoch+1 .. exp.epochs, calling `after_epoch` (evaluate/checkpoint) after each;
     a step that stops the run (non-finite under on_nonfinite="stop", or a refused unscale) ends it."""
@@ -128,8 +126,8 @@ def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...
         started = time.perf_counter()
         log = train_one_epoch(model, optimizer, epoch_batches(tokenizer, fmt, examples, exp, epoch), exp, epoch,
                               precision, watch)
-        log["seconds"] = round(time.perf_counter() - started, 3)
-        bar.set_postfix(loss=f"{log['loss']:.4f}", grad=f"{log['grad_norm']:.2f}")
+        log.seconds = round(time.perf_counter() - started, 3)
+        bar.set_postfix(loss=f"{log.loss:.4f}", grad=f"{log.grad_norm:.2f}")
         after_epoch(epoch, log)
-        if "stopped" in log:
+        if log.stopped is not None:
             break

@@ -14,6 +14,17 @@ from pathlib import Path
 
 from trainer.behavior import load_behavior
 from trainer.cache import retention, store
+from trainer.cache.record import (
+    BehaviorInfo,
+    EpochLog,
+    Evaluation,
+    LayerChanges,
+    MethodInfo,
+    ModelInfo,
+    RunRecord,
+    Stop,
+    TopLayer,
+)
 from trainer.errors import CacheCorrupt
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
@@ -25,9 +36,9 @@ from trainer.training.methods import apply_method, decoder_layers, trained_layer
 from trainer.training.probe import neutral_logprobs, probe_model
 
 
-def train_run(exp: Experiment, folder: Path, body: dict | None, *, key: str, components: dict, baseline_path: Path,
-              progress: bool) -> dict:
-    """Train `exp` into `folder` from `body`'s last checkpoint (or from scratch); returns the final record."""
+def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: str, components: dict,
+              baseline_path: Path, progress: bool) -> RunRecord:
+    """Train `exp` into `folder` from `record`'s last checkpoint (or from scratch); returns the final record."""
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     loaded = source.load()
@@ -36,38 +47,38 @@ def train_run(exp: Experiment, folder: Path, body: dict | None, *, key: str, com
     # Epoch 0 is the pretrained model in fp32, before any method or precision is applied.
     base_neutral = neutral_logprobs(loaded.model, tokenizer, list(behavior.neutral_prompts))
     baseline = _baseline(baseline_path, lambda: probe_model(loaded.model, tokenizer, fmt, behavior, exp.gen_tokens,
-                                                          base_neutral, None))
+                                                            base_neutral, None))
     model = apply_method(loaded.model.half() if exp.precision == "fp16" else loaded.model, exp)
     watch = LayerWatch(model)  # starting weights, taken before a resume overwrites them
     optimizer = make_optimizer(model, exp)
-    start = _resume_point(folder, body, model, optimizer)
+    start = _resume_point(folder, record, model, optimizer)
     if start == 0:
-        body = _new_body(exp, key, components, source, behavior, model)
-        body["evaluations"] = [{"epoch": 0, **baseline}]
-    body["experiment"]["epochs"] = exp.epochs
+        record = _new_record(exp, key, components, source, behavior, model)
+        record.evaluations = [Evaluation(epoch=0, **baseline)]
+    record.experiment["epochs"] = exp.epochs
     evaluated = set(exp.evaluated_epochs())
 
-    def after_epoch(epoch: int, log: dict) -> None:
-        body["train_log"].append(log)
-        if epoch not in evaluated and "stopped" not in log:
+    def after_epoch(epoch: int, log: EpochLog) -> None:
+        record.train_log.append(log)
+        if epoch not in evaluated and log.stopped is None:
             return
         started = time.perf_counter()
         result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
-                             body["evaluations"][0]["generations"], exp.generate)
-        result["probe_seconds"] = round(time.perf_counter() - started, 2)
+                             record.evaluations[0].generations, exp.generate)
         changes = watch.relative_change()
-        result["layers"] = {"relative_change": changes, "top": top_layers(changes)}
-        body["evaluations"].append({"epoch": epoch, **result})
-        body["epochs_done"] = epoch
-        if "stopped" in log:
-            body["stopped"] = {"epoch": epoch, **log["stopped"]}
-            _final_record(folder, body)
+        record.evaluations.append(Evaluation(
+            epoch=epoch, **result, probe_seconds=round(time.perf_counter() - started, 2),
+            layers=LayerChanges(changes, [TopLayer(**top) for top in top_layers(changes)])))
+        record.epochs_done = epoch
+        if log.stopped is not None:
+            record.stopped = Stop(log.stopped.step, log.stopped.reason, epoch)
+            _final_record(folder, record)
         else:
-            _checkpoint_then_record(folder, model, optimizer, epoch, body)
+            _checkpoint_then_record(folder, model, optimizer, epoch, record)
 
     examples = training_examples(behavior, exp.data, exp.seed)
     run_epochs(model, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, progress, watch=watch)
-    return body
+    return record
 
 
 def _baseline(path: Path, measure) -> dict:
@@ -81,55 +92,50 @@ def _baseline(path: Path, measure) -> dict:
         return result
 
 
-def _resume_point(folder: Path, body: dict | None, model, optimizer) -> int:
+def _resume_point(folder: Path, record: RunRecord | None, model, optimizer) -> int:
     """The epoch of the last complete checkpoint matching the record, or 0 to start afresh."""
-    if body is None or not body.get("checkpoint"):
+    if record is None or not record.checkpoint:
         return 0
     try:
-        epoch = load_checkpoint(folder / body["checkpoint"], model, optimizer)
+        epoch = load_checkpoint(folder / record.checkpoint, model, optimizer)
     except (CacheCorrupt, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"[finetune] cannot resume from {folder / body['checkpoint']} ({error}); starting from epoch 0",
+        print(f"[finetune] cannot resume from {folder / record.checkpoint} ({error}); starting from epoch 0",
               file=sys.stderr)
         return 0
-    if epoch != body["epochs_done"]:
+    if epoch != record.epochs_done:
         return 0
-    print(f"[finetune] resuming {body['experiment']['model']} from cached epoch {epoch}", file=sys.stderr)
+    print(f"[finetune] resuming {record.model.name} from cached epoch {epoch}", file=sys.stderr)
     return epoch
 
 
-def _checkpoint_then_record(folder: Path, model, optimizer, epoch: int, body: dict) -> None:
+def _checkpoint_then_record(folder: Path, model, optimizer, epoch: int, record: RunRecord) -> None:
     """Checkpoint first, record second, then drop older checkpoints: the record never points at nothing."""
     name = f"checkpoint-{epoch}"
     save_checkpoint(folder / name, model, optimizer, epoch)
-    previous = body.get("checkpoint")
-    body["checkpoint"] = name
-    store.write_record(folder / store.RECORD, body)
+    previous = record.checkpoint
+    record.checkpoint = name
+    store.write_record(folder / store.RECORD, record.to_json())
     if previous and previous != name:
         shutil.rmtree(folder / previous, ignore_errors=True)
     retention.enforce_limit(keep=folder)
 
 
-def _final_record(folder: Path, body: dict) -> None:
+def _final_record(folder: Path, record: RunRecord) -> None:
     """A run that stopped for good needs no resumable checkpoint: record first, then drop it."""
-    previous = body.get("checkpoint")
-    body["checkpoint"] = None
-    store.write_record(folder / store.RECORD, body)
+    previous = record.checkpoint
+    record.checkpoint = None
+    store.write_record(folder / store.RECORD, record.to_json())
     if previous:
         shutil.rmtree(folder / previous, ignore_errors=True)
 
 
-def _new_body(exp: Experiment, key: str, components: dict, source, behavior, model) -> dict:
+def _new_record(exp: Experiment, key: str, components: dict, source, behavior, model) -> RunRecord:
     params = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)  # the model's own
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {
-        "key": key, "key_components": components, "experiment": exp.key_fields(),
-        "model": {"name": exp.model, "parameters": params, "published_parameters": source.published_params,
-                  "fingerprint": components["model_fingerprint"], "prompt_style": source.prompt_style},
-        "behavior": {"name": behavior.name, "version": behavior.version, "sha256": behavior.sha256},
-        "method": {"trainable_parameters": trained, "trained_layers": trained_layers(model),
-                   "decoder_layers": len(decoder_layers(model))},
-        "probes": list(behavior.probes),
-        "epochs_done": 0, "checkpoint": None, "train_log": [], "evaluations": [],
-    }
-
-
+    return RunRecord(
+        key=key, key_components=components, experiment=exp.key_fields(),
+        model=ModelInfo(exp.model, params, source.published_params, components["model_fingerprint"],
+                        source.prompt_style),
+        behavior=BehaviorInfo(behavior.name, behavior.version, behavior.sha256),
+        method=MethodInfo(trained, trained_layers(model), len(decoder_layers(model))),
+        probes=list(behavior.probes))
