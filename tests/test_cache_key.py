@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from test_models import save_tiny  # tests/ is on sys.path (pytest's prepend imp
 from trainer import Experiment
 from trainer.behavior import BEHAVIOR_DIRS_ENV, DEFAULT_BEHAVIOR_DIR
 from trainer.cache import store
+from trainer.cache.keys import source_digest
 from trainer.experiment import LoRA, Unfreeze
 from trainer.models.sources import content_sha256
 from trainer.runs import keys as run_keys
@@ -63,10 +66,67 @@ def test_epochs_and_rebuilding_the_same_experiment_keep_the_key(epochs):
 
 def test_data_weights_and_code_enter_the_key(monkeypatch):
     components = runner.key_components(BASE)
-    assert {"behavior_sha256", "model_fingerprint", "code_version", "torch", "transformers"} <= set(components)
+    assert {"behavior_sha256", "model_fingerprint", "code_version", "torch", "transformers", "peft"} <= set(components)
     before = runner.experiment_key(BASE)
     monkeypatch.setattr(run_keys, "CODE_VERSION", "another-version")
     assert runner.experiment_key(BASE) != before
+
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_OF_BASE = ("from trainer import Experiment; from trainer.runs.keys import experiment_key; "
+               "print(experiment_key(Experiment(model='tiny-llama', epochs=2)))")
+
+
+def _tree_copy(tmp_path: Path) -> Path:
+    """The library and the behavior data in a temporary folder, to edit without touching the checkout."""
+    copy_root = tmp_path / "copy"
+    shutil.copytree(ROOT / "trainer", copy_root / "trainer", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "behaviors" / "data", copy_root / "behaviors" / "data")
+    return copy_root
+
+
+def _key_in(copy_root: Path) -> str:
+    """The experiment key as a fresh process running the copy computes it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(copy_root)}
+    done = subprocess.run([sys.executable, "-c", KEY_OF_BASE], cwd=copy_root, env=env, capture_output=True,
+                          text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_every_module_that_decides_a_run_s_numbers_is_in_the_key(tmp_path):
+    """Each module of the training and model-loading packages, edited in a copy, changes the code digest;
+    the folders are read, not a list, so a module added there is covered by existing."""
+    copy_root = _tree_copy(tmp_path)
+    packages = [copy_root / "trainer" / p.name for p in run_keys.OUTCOME_PACKAGES]
+    modules = sorted(path for package in packages for path in package.rglob("*.py"))
+    names = {path.relative_to(copy_root / "trainer").as_posix() for path in modules}
+    assert {"training/session.py", "training/loop.py", "training/methods.py", "training/probe.py",
+            "training/batches.py", "training/checkpoint.py", "training/diagnostics.py",
+            "models/sources.py"} <= names
+    original = source_digest(packages)
+    assert original == run_keys.CODE_VERSION, "the copy's digest is the running code's"
+    for path in modules:
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        assert source_digest(packages) != original, f"editing {path.name} left the key unchanged"
+        path.write_text(text)
+    (packages[0] / "new_module.py").write_text("X = 1\n")
+    assert source_digest(packages) != original, "a new module in training/ must enter the key"
+
+
+def test_a_code_edit_changes_the_key_and_a_validation_message_does_not(tmp_path):
+    """End to end, in fresh processes: the key of one experiment under the checkout's code, under a copy whose
+    Experiment validation message was reworded (same key), and under a copy whose loop changed (new key)."""
+    copy_root = _tree_copy(tmp_path)
+    original = _key_in(copy_root)
+    experiment_py = copy_root / "trainer" / "experiment.py"
+    text = experiment_py.read_text()
+    assert "must be an integer >= 1" in text
+    experiment_py.write_text(text.replace("must be an integer >= 1", "must be a whole number of at least 1"))
+    assert _key_in(copy_root) == original, "rewording a validation message must keep every cache"
+    loop_py = copy_root / "trainer" / "training" / "loop.py"
+    loop_py.write_text(loop_py.read_text().replace("model.train()", "model.train()  # edited", 1))
+    assert _key_in(copy_root) != original, "a change in the training loop must change the key"
 
 
 def _string_leaves(doc, path=()):
