@@ -15,7 +15,7 @@ SEED_BATCH, SEED_SEQ = 5, 128
 
 
 @pytest.mark.finding("Phi-2 fits in 15 GB with FP32 + offload")
-@pytest.mark.parametrize("strategy, batch", [
+@pytest.mark.parametrize("recipe, batch", [
     ("fp32-offload-streaming", 1),
     pytest.param("fp32-offload-streaming", SEED_BATCH, marks=pytest.mark.xfail(strict=True, reason=(
         "planned 17.15 GiB on the GPU at the seed's batch of 5 x 128 tokens: fp32 weights 10.36 GiB + "
@@ -24,8 +24,8 @@ SEED_BATCH, SEED_SEQ = 5, 128
         "planned 21.21 GiB at batch 1: plain PyTorch offload holds the fp32 gradients on the GPU until the "
         "step (weights 10.36 GiB + gradients 9.87 GiB at the peak); streaming them out as they come fits"))),
 ])
-def test_phi2_fits_in_15gb_with_fp32_and_offload(plan, expect_memory, strategy, batch):
-    expect_memory(plan("phi-2", strategy, batch=batch, seq=SEED_SEQ)).fits(T4)
+def test_phi2_fits_in_15gb_with_fp32_and_offload(plan, expect_memory, recipe, batch):
+    expect_memory(plan("phi-2", recipe, batch=batch, seq=SEED_SEQ)).fits(T4)
 
 
 @pytest.mark.finding("Phi-2 full FP32 AdamW does not fit in 15 GB")
@@ -54,14 +54,14 @@ def test_qwen2_05b_fits_in_15gb(plan, expect_memory):
 
 
 @pytest.mark.finding("LoRA r=32 on Phi-2 fits in 15 GB")
-@pytest.mark.parametrize("strategy", [
+@pytest.mark.parametrize("recipe", [
     "lora-fp16",
     pytest.param("lora-fp32", marks=pytest.mark.xfail(strict=True, reason=(
         "planned 17.28 GiB: the frozen fp32 base alone is 10.39 GiB and its fp32 activations 6.31 GiB at "
         "5 x 128 tokens; an fp16 base (9.24 GiB) fits"))),
 ])
-def test_lora_r32_on_phi2_fits_in_15gb(plan, expect_memory, strategy):
-    expect_memory(plan("phi-2", strategy, batch=SEED_BATCH, seq=SEED_SEQ)).fits(T4)
+def test_lora_r32_on_phi2_fits_in_15gb(plan, expect_memory, recipe):
+    expect_memory(plan("phi-2", recipe, batch=SEED_BATCH, seq=SEED_SEQ)).fits(T4)
 
 
 @pytest.mark.finding("AdamW state is 2x the parameter memory (measured)")

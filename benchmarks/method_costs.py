@@ -42,8 +42,8 @@ def measure(model_name: str, config: dict | None, steps: int, threads: int) -> d
     from trainer.experiment import Experiment, LoRA, Unfreeze
     from trainer.models.sources import resolve_model
     from trainer.training.batches import PromptFormat, training_examples
-    from trainer.training.loop import epoch_batches, make_optimizer, precision_for, train_one_epoch
-    from trainer.training.methods import apply_method
+    from trainer.training.loop import epoch_batches, optimizer_for, precision_for, train_one_epoch
+    from trainer.training.methods import prepare
 
     loaded = resolve_model(model_name).load()
     result: dict = {"parameters": sum(p.numel() for p in loaded.model.parameters())}
@@ -53,8 +53,8 @@ def measure(model_name: str, config: dict | None, steps: int, threads: int) -> d
         exp = Experiment(model=model_name, **({"method": method} if method else {}))
         behavior = load_behavior(exp.behavior)
         fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
-        model = apply_method(loaded.model, exp)
-        optimizer = make_optimizer(model, exp)
+        model = prepare(loaded.model, exp)
+        optimizer = optimizer_for(model, exp)
         precision = precision_for(model, exp)
         batches = epoch_batches(loaded.tokenizer, fmt, training_examples(behavior, "train", 0), exp, 1)
         seconds = []

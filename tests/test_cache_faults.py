@@ -171,7 +171,7 @@ def test_a_damaged_memory_trace_is_detected_and_traced_again(damage, private_cac
 
 @pytest.mark.parametrize("damage", RECORD_DAMAGE)
 def test_a_damaged_memory_measurement_is_detected_and_measured_again(damage, private_cache, monkeypatch, capsys):
-    kept = Measured(model="tiny-qwen2", strategy="sgd", batch=2, seq=16, device="cpu", peak_bytes=123_456,
+    kept = Measured(model="tiny-qwen2", recipe="sgd", batch=2, seq=16, device="cpu", peak_bytes=123_456,
                     trainable_bytes=10, optimizer_state_bytes=0, seconds=0.1)
     monkeypatch.setattr(memory_measure, "_measure_in_fresh_process", lambda *args: kept)
     memory_measure.measure("tiny-qwen2", "sgd", batch=2, seq=16)

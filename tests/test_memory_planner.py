@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from trainer.errors import ConfigError
+from trainer.experiment import Experiment, Full, LoRA, Unfreeze
 from trainer.memory import planner as memory
 from trainer.memory.measure import measure
-from trainer.memory.recipes import PRESETS, Strategy, strategy_named
+from trainer.memory.recipes import RECIPES, recipe_named
 from trainer.memory.trace import trace_step
 from trainer.models import configs as model_configs
 from trainer.units import format_bytes, parse_bytes
@@ -45,14 +46,40 @@ def test_bundled_configs_give_the_published_parameter_counts_exactly(name):
     assert model_configs.parameter_count(config) == PUBLISHED[name]
 
 
-def test_unknown_strategy_lists_the_choices():
+def test_unknown_recipe_lists_the_choices():
     with pytest.raises(ConfigError, match="fp32-adamw"):
-        strategy_named("fp64-lion")
+        recipe_named("fp64-lion")
 
 
-def test_strategy_fields_are_validated():
-    with pytest.raises(ConfigError, match="offload='disk'"):
-        Strategy("x", "bad", offload="disk")
+@pytest.mark.parametrize("field, value", [("offload", "disk"), ("optimizer", "lion"), ("checkpointing", "yes")])
+def test_memory_fields_of_an_experiment_are_validated(field, value):
+    with pytest.raises(ConfigError, match=f"{field}={value!r}"):
+        Experiment(model="tiny-llama", **{field: value})
+
+
+@pytest.mark.parametrize("method", [LoRA(rank=4), LoRA(rank=2, targets=("q_proj",)), Full()])
+def test_the_planner_reads_the_experiment_a_finding_trains(method):
+    """One vocabulary: the plan of an Experiment counts the very parameters its training run trains."""
+    from trainer.runs.obtain import obtain
+
+    experiment = Experiment(model="tiny-llama", method=method, epochs=1, gen_tokens=2, lr=1e-3)
+    planned = memory.plan(experiment, batch=2, seq=16, device="cpu")
+    assert planned.trainable == obtain(experiment, progress=False).record.method.trainable_parameters
+    assert planned.recipe == memory.plan(experiment.with_seed(3), batch=2, seq=16, device="cpu").recipe
+
+
+@pytest.mark.parametrize("method", [Unfreeze((1,)), LoRA(rank=2, layers=(0,))])
+def test_a_method_on_chosen_layers_is_refused_by_the_planner_with_what_to_do(method):
+    with pytest.raises(ConfigError, match="trains chosen layers only"):
+        memory.plan(Experiment(model="tiny-llama", method=method), batch=2, seq=16)
+
+
+def test_a_recipe_is_an_experiment_and_names_itself():
+    experiment = RECIPES["lora-fp16"].experiment("tiny-llama")
+    assert experiment.precision == "fp16" and experiment.method.rank == 32
+    assert memory.plan(experiment, batch=2, seq=16).recipe == "lora-fp16"
+    assert memory.plan(Experiment(model="tiny-llama", optimizer="sgd", checkpointing=True), batch=2,
+                       seq=16).recipe == "full/fp32/sgd/recomputed"
 
 
 @pytest.mark.parametrize("batch, seq", [(-1, 128), (5, 0), (5, -128), (2.5, 128)])
@@ -73,13 +100,14 @@ def test_a_model_without_a_bundled_architecture_names_where_to_add_one():
         HubModel("some-model", repo_id="org/some-model").architecture()
 
 
-@pytest.mark.parametrize("strategy", ["fp32-adamw", "lora-fp32", "grad-checkpointing", "fp32-offload-streaming",
-                                      "amp-bf16"])
-def test_events_traced_at_one_and_two_layers_extend_exactly_to_full_depth(strategy):
+@pytest.mark.parametrize("recipe", ["fp32-adamw", "lora-fp32", "grad-checkpointing", "fp32-offload-streaming",
+                                    "amp-bf16"])
+def test_events_traced_at_one_and_two_layers_extend_exactly_to_full_depth(recipe):
     """The planner's central claim, against a real (not fake) trace of a 5-layer model."""
     config = model_configs.with_layers(_tiny_config(), 5)
-    planned = memory.traced_at_depth("tiny-llama", config, PRESETS[strategy], batch=3, seq=24, foreach=False)
-    real = trace_step(config, PRESETS[strategy], batch=3, seq=24, fake=False, model_name="tiny-llama")
+    experiment = RECIPES[recipe].experiment("tiny-llama")
+    planned = memory.traced_at_depth(config, experiment, batch=3, seq=24, foreach=False)
+    real = trace_step(config, experiment, batch=3, seq=24, fake=False)
     assert planned["full"].peak.total == pytest.approx(real.peak.total, rel=0.02)
     assert planned["full"].trainable == real.trainable
 
@@ -141,9 +169,9 @@ def _no_tracing(*args, **kwargs):
     raise AssertionError("traced although the cache holds this trace")
 
 
-def test_plan_command_prints_the_strategies_asked_for_and_the_verdict():
+def test_plan_command_prints_the_recipes_asked_for_and_the_verdict():
     done = _cli("plan", "tiny-llama", "--budget", "1MiB", "--batch", "2", "--seq", "16",
-                "--strategy", "fp32-adamw", "--strategy", "lora-fp16")
+                "--recipe", "fp32-adamw", "--recipe", "lora-fp16")
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:4]}
     assert set(rows) == {"fp32-adamw", "lora-fp16"}
@@ -168,4 +196,4 @@ def _tiny_config():
 
 def test_plan_serialises_for_reports():
     data = memory.plan("tiny-llama", batch=2, seq=16).as_dict()
-    assert json.loads(json.dumps(data))["strategy"] == "fp32-adamw"
+    assert json.loads(json.dumps(data))["recipe"] == "fp32-adamw"

@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from trainer import Experiment
+from trainer import ConfigError, Experiment
 from trainer.cache import store
 from trainer.runs.obtain import obtain, obtain_with_control
 
@@ -129,3 +129,28 @@ def test_cache_sizing_tolerates_files_removed_by_a_parallel_run(tmp_path):
     (folder / "model.safetensors").unlink()
     folder.rmdir()
     assert retention.size_of(folder) == 0
+
+
+@pytest.mark.parametrize("fields", [{"optimizer": "sgd", "lr": 0.5}, {"optimizer": "adafactor"},
+                                    {"checkpointing": True}])
+def test_the_planner_s_optimizers_and_recomputation_train_and_resume_exactly(fields):
+    """Every trainable memory field of an Experiment trains through the one optimizer factory, and resumes."""
+    straight = obtain(Experiment(epochs=2, **{**TINY, **fields}), progress=False)
+    assert straight.train_log[-1].loss < straight.train_log[0].loss
+    again = obtain(Experiment(epochs=1, **{**TINY, **fields, "seed": 4}), progress=False)
+    resumed = obtain(Experiment(epochs=2, **{**TINY, **fields, "seed": 4}), progress=False)
+    assert [e.epoch for e in resumed.train_log] == [1, 2] and again.record.key == resumed.record.key
+
+
+def test_recomputation_changes_memory_not_numbers():
+    plain = obtain(Experiment(epochs=1, **TINY), progress=False)
+    recomputed = obtain(Experiment(epochs=1, checkpointing=True, **TINY), progress=False)
+    assert recomputed.record.key != plain.record.key
+    assert recomputed.evaluation(1).margins == pytest.approx(plain.evaluation(1).margins, abs=1e-5)
+
+
+@pytest.mark.parametrize("fields, words", [({"offload": "streaming"}, "can be planned .* but not trained yet"),
+                                           ({"optimizer": "adamw-8bit"}, "needs bitsandbytes")])
+def test_a_recipe_that_can_be_planned_but_not_trained_here_says_so(fields, words):
+    with pytest.raises(ConfigError, match=words):
+        obtain(Experiment(epochs=1, **TINY, **fields), progress=False)

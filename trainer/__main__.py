@@ -1,5 +1,5 @@
 """`python -m trainer models` lists the registry; `run MODEL` trains/probes one experiment;
-`plan MODEL --budget 15GiB` prints the memory plan of every strategy (or the ones named);
+`plan MODEL --budget 15GiB` prints the memory plan of every named recipe (or the ones named);
 `cache [--model M]` lists what the cache holds, with sizes."""
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ def run_one(args: argparse.Namespace) -> int:
 
 def plan_table(args: argparse.Namespace) -> int:
     from trainer.memory.planner import PARTS, plan
-    from trainer.memory.recipes import PRESETS
+    from trainer.memory.recipes import RECIPES
     from trainer.units import format_bytes, parse_bytes
 
     budget = parse_bytes(args.budget) if args.budget else None
     # Offloading moves state from an accelerator to the host: on a CPU there is nothing to offload.
-    names = args.strategy or [name for name, s in PRESETS.items() if args.device == "cuda" or not s.offload]
+    names = args.recipe or [name for name, r in RECIPES.items() if args.device == "cuda" or not r.offload]
     where = "GPU" if args.device == "cuda" else "CPU"
     print(f"{args.model}: batch {args.batch} x {args.seq} tokens on {where}"
           + (f", budget {format_bytes(budget)}" if budget else ""))
     short = {"gradients": "grads", "optimizer": "optim", "optimizer step": "step", "activations": "activ"}
-    print(f"{'strategy':24} " + " ".join(f"{short.get(part, part):>10}" for part in PARTS)
+    print(f"{'recipe':24} " + " ".join(f"{short.get(part, part):>10}" for part in PARTS)
           + f" {'total':>11} {'host':>10}" + ("  fits" if budget else ""))
     for name in names:
         planned = plan(args.model, name, batch=args.batch, seq=args.seq, device=args.device)
@@ -60,7 +60,7 @@ def plan_table(args: argparse.Namespace) -> int:
         host = format_bytes(planned.host_total) if planned.host_parts else "-"
         verdict = ("  yes" if planned.fits(budget) else "  NO") if budget else ""
         print(f"{name:24} {cells} {format_bytes(planned.device_total):>11} {host:>10}{verdict}")
-    print("Bytes at each strategy's peak. GB = 10^9 bytes, GiB = 2^30. Traced training steps (FakeTensorMode "
+    print("Bytes at each recipe's peak. GB = 10^9 bytes, GiB = 2^30. Traced training steps (FakeTensorMode "
           "+ MemTracker) at 1 and 2 layers, extended to every layer; `step` = the optimizer update's temporaries.")
     return 0
 
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--eval-every", type=int, default=2)
     one.add_argument("--lr", type=float, default=1e-5)
     one.add_argument("--seed", type=int, default=0)
-    planner = commands.add_parser("plan", help="memory plan (bytes by part) per training strategy")
+    planner = commands.add_parser("plan", help="memory plan (bytes by part) per training recipe")
     planner.add_argument("model")
     planner.add_argument("--budget", default=None, help="e.g. 15GiB, '15 GB', 15360MiB: adds a fits column")
-    planner.add_argument("--strategy", action="append", help="a strategy name (repeatable; default: all)")
+    planner.add_argument("--recipe", action="append", help="a recipe name (repeatable; default: all)")
     planner.add_argument("--batch", type=int, default=5)
     planner.add_argument("--seq", type=int, default=128)
     planner.add_argument("--device", choices=("cuda", "cpu"), default="cuda")

@@ -81,6 +81,20 @@ def layer_problems(what: str, layers: object) -> list[str]:
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16-autocast", "fp16-autocast", "fp16")
 NONFINITE_POLICIES: tuple[str, ...] = ("stop", "continue")
+OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd", "adafactor", "adamw-8bit")
+OFFLOADS: tuple[str | None, ...] = (None, "plain", "streaming")
+# The fields that decide where a training step's bytes live (the memory planner's whole vocabulary).
+MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing")
+
+
+def method_from_fields(fields: dict) -> Method:
+    """A method from its asdict() form (JSON lists back to tuples), e.g. {"kind": "lora", "rank": 32, ...}."""
+    kinds = {cls.kind: cls for cls in (Full, LoRA, Unfreeze)}  # each class's default `kind`
+    values = dict(fields)
+    kind = values.pop("kind", None)
+    if kind not in kinds:
+        raise ConfigError(f"method {fields!r}", [f"kind={kind!r}: must be one of {list(kinds)}"])
+    return kinds[kind](**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,9 @@ class Experiment:
     precision: str = "fp32"
     grad_scaler: bool | None = None  # None: on exactly for fp16-autocast
     on_nonfinite: str = "stop"
+    optimizer: str = "adamw"
+    offload: str | None = None  # None, "plain" or "streaming": planned (trainer.memory), not trained yet
+    checkpointing: bool = False  # recompute activations in backward (gradient checkpointing)
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -146,6 +163,9 @@ class Experiment:
              f"grad_scaler={self.grad_scaler!r}: must be True, False or None (on for fp16-autocast only)"),
             (self.on_nonfinite in NONFINITE_POLICIES,
              f"on_nonfinite={self.on_nonfinite!r}: must be one of {list(NONFINITE_POLICIES)}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: must be one of {list(OPTIMIZERS)}"),
+            (self.offload in OFFLOADS, f"offload={self.offload!r}: must be one of {list(OFFLOADS)}"),
+            (isinstance(self.checkpointing, bool), f"checkpointing={self.checkpointing!r}: must be True or False"),
         ]
         problems = [message for ok, message in checks if not ok]
         return problems + (self.method.problems() if isinstance(self.method, METHODS) else [])
@@ -175,6 +195,10 @@ class Experiment:
         fields = dataclasses.asdict(self)
         fields.pop("epochs")
         return fields
+
+    def memory_fields(self) -> dict:
+        """What decides a step's bytes besides the model and the batch (JSON-able; see MEMORY_FIELDS)."""
+        return {name: dataclasses.asdict(self)[name] for name in MEMORY_FIELDS}
 
     def control(self) -> Experiment:
         """The null control: the same run on the behavior's neutral (placebo) data."""

@@ -6,7 +6,7 @@ so a 15 GB card can be imitated on a larger one. Weights are randomly initialise
 architecture's config: the same bytes as pretrained ones, and no weights need to be on disk.
 Running out of memory is a result (`out_of_memory` holds the error), never a crash of the caller.
 
-`python -m trainer.memory.measure '{"model": "smollm2-135m", "strategy": "fp32-adamw", ...}'` prints one JSON line.
+`python -m trainer.memory.measure '{"model": "smollm2-135m", "memory": {...}, ...}'` prints one JSON line.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from dataclasses import asdict, dataclass
 from trainer.cache import store
 from trainer.cache.keys import cache_path
 from trainer.errors import SuiteError
+from trainer.experiment import Experiment, method_from_fields
 from trainer.memory.planner import TRACE_SOURCES, architecture_of
-from trainer.memory.recipes import strategy_named
+from trainer.memory.recipes import as_experiment, name_of
 from trainer.units import parse_bytes
 
 
 @dataclass(frozen=True)
 class Measured:
     model: str
-    strategy: str
+    recipe: str  # the recipe's name, or the experiment's memory fields in words
     batch: int
     seq: int
     device: str
@@ -47,9 +48,9 @@ class Measured:
         return self.optimizer_state_bytes / self.trainable_bytes if self.trainable_bytes else float("nan")
 
 
-def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int = 128, device: str = "cpu",
-            limit: str | int | None = None, steps: int = 2, release_freed: bool = True, cached: bool = True,
-            timeout: float = 1800) -> Measured:
+def measure(experiment: Experiment | str, recipe: str | None = None, *, batch: int = 5, seq: int = 128,
+            device: str = "cpu", limit: str | int | None = None, steps: int = 2, release_freed: bool = True,
+            cached: bool = True, timeout: float = 1800) -> Measured:
     """Train `steps` steps in a fresh process and report its peak; the OS killing it counts as out of memory.
 
     `release_freed` (CPU): glibc returns every freed block of 64 KiB or more to the OS at once
@@ -59,10 +60,12 @@ def measure(model: str, strategy: str = "fp32-adamw", batch: int = 5, seq: int =
     `cached`: a finished measurement (out of memory included) is kept beside the run cache and reused
     while the architecture, request, libraries and this code are unchanged; a run the OS killed is not.
     """
-    request = {"model": model, "strategy": strategy_named(strategy).name, "batch": batch, "seq": seq,
-               "device": device, "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}
+    exp = experiment if isinstance(experiment, Experiment) else as_experiment(recipe or "fp32-adamw", experiment)
+    request = {"model": exp.model, "recipe": name_of(exp), "memory": exp.memory_fields(), "lr": exp.lr,
+               "clip": exp.clip, "batch": batch, "seq": seq, "device": device,
+               "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}
     path = cache_path("memory-measurements", request | {"release_freed": release_freed,
-                                                        "config": architecture_of(model).to_dict()},
+                                                        "config": architecture_of(exp.model).to_dict()},
                       sources=TRACE_SOURCES)
     kept = store.read_record_or_quarantine(path) if cached else None
     if kept is not None:
@@ -88,13 +91,20 @@ def _measure_in_fresh_process(request: dict, release_freed: bool, timeout: float
                         out_of_memory=f"killed by the operating system (signal 9), most likely out of memory: "
                                       f"{done.stderr.strip()[-300:]}")
     if done.returncode != 0 or not lines:
-        raise SuiteError(f"measuring {request['model']} / {request['strategy']} failed (exit {done.returncode}):\n"
+        raise SuiteError(f"measuring {request['model']} / {request['recipe']} failed (exit {done.returncode}):\n"
                          f"{done.stderr.strip()[-2000:]}")
     return Measured(**json.loads(lines[-1]))
 
 
 def _identity(request: dict) -> dict:
-    return {key: request[key] for key in ("model", "strategy", "batch", "seq", "device")}
+    return {key: request[key] for key in ("model", "recipe", "batch", "seq", "device")}
+
+
+def _experiment(request: dict) -> Experiment:
+    """The Experiment a request describes (rebuilt in the fresh process from its JSON)."""
+    memory = dict(request["memory"])
+    memory["method"] = method_from_fields(memory["method"])
+    return Experiment(model=request["model"], lr=request["lr"], clip=request["clip"], **memory)
 
 
 def _child(request: dict) -> dict:
@@ -103,24 +113,24 @@ def _child(request: dict) -> dict:
 
     from trainer.memory.trace import build_trainable, forward_backward, optimizer_step, prepare_training
 
-    strategy = strategy_named(request["strategy"])
-    config = architecture_of(request["model"])
+    exp = _experiment(request)
+    config = architecture_of(exp.model)
     device, limit = request["device"], request["limit"]
     started = time.perf_counter()
     # On a CPU the modeling code and the thread pool are part of what training adds: count from before them.
     before = _status_bytes("VmRSS") if device == "cpu" else None
-    _load_code_and_threads(config, strategy)  # before any cap: a cap must not stop the code loading
+    _load_code_and_threads(config, exp)  # before any cap: a cap must not stop the code loading
     in_use = _cap_and_restart_peak(device, limit)
     before = in_use if before is None else before
     result = _identity(request) | {"limit_bytes": limit, "peak_bytes": None}
     try:
-        model = build_trainable(config, strategy, request["model"])
-        trainable, optimizer = prepare_training(model, strategy, fake=False, foreach=device == "cuda", device=device)
+        model = build_trainable(config, exp)
+        trainable, optimizer = prepare_training(model, exp, fake=False, foreach=device == "cuda", device=device)
         _restart_peak(device)  # random initialisation briefly holds extra copies; loading weights does not
         ids = torch.randint(0, config.vocab_size, (request["batch"], request["seq"]), device=device)
         for _ in range(request["steps"]):
-            forward_backward(model, ids, strategy)
-            optimizer_step(optimizer, trainable)
+            forward_backward(model, ids, exp)
+            optimizer_step(optimizer, trainable, exp)
         result["trainable_bytes"] = sum(p.numel() * p.element_size() for p in trainable)
         result["optimizer_state_bytes"] = _state_bytes(optimizer)
         result["peak_bytes"] = _peak(device) - before
@@ -133,7 +143,7 @@ def _child(request: dict) -> dict:
     return result
 
 
-def _load_code_and_threads(config, strategy) -> None:
+def _load_code_and_threads(config, exp: Experiment) -> None:
     """Import the architecture's code and start the thread pool: under a cap, a thread's stack
     reservation alone would fail (libgomp then exits the process)."""
     import torch
@@ -141,7 +151,7 @@ def _load_code_and_threads(config, strategy) -> None:
 
     torch.ones(256, 256) @ torch.ones(256, 256)
     MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the architecture's modeling module
-    if strategy.lora is not None:
+    if exp.method.kind == "lora":
         import peft  # noqa: F401
 
 

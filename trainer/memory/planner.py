@@ -1,4 +1,4 @@
-"""The memory planner: bytes by part for a model x strategy x batch x sequence length, on device and host.
+"""The memory planner: bytes by part for an Experiment x batch x sequence length, on device and host.
 
 The device side comes from tracing real training steps of the architecture at 1 and 2 decoder layers
 (trainer.memory.trace, fake tensors: no weights, no memory) and extending every event to the full
@@ -14,7 +14,8 @@ from pathlib import Path
 from trainer.cache import store
 from trainer.cache.keys import cache_path
 from trainer.errors import ConfigError
-from trainer.memory.recipes import Strategy, strategy_named
+from trainer.experiment import Experiment
+from trainer.memory.recipes import as_experiment, name_of
 from trainer.memory.trace import Footprint, StepTrace, trace_step
 from trainer.models import configs as model_configs
 from trainer.units import format_bytes, parse_bytes
@@ -39,7 +40,7 @@ class Plan:
     """Where the bytes of one training setup go at its peak; `fits(budget)` reads the device side."""
 
     model: str
-    strategy: Strategy
+    experiment: Experiment
     batch: int
     seq: int
     device: str
@@ -67,7 +68,7 @@ class Plan:
 
     def describe(self) -> str:
         where = "GPU" if self.device == "cuda" else "CPU"
-        return (f"{self.model} / {self.strategy.name} (batch {self.batch} x {self.seq} tokens): "
+        return (f"{self.model} / {self.recipe} (batch {self.batch} x {self.seq} tokens): "
                 f"{format_bytes(self.device_total)} on the {where}"
                 + (f", {format_bytes(self.host_total)} on the host" if self.host_parts else ""))
 
@@ -80,23 +81,28 @@ class Plan:
         lines.append(f"  peak at: {self.peak_event}; {self.trainable:,} of {self.parameters:,} parameters train")
         return "\n".join(lines + [f"  note: {note}" for note in self.notes])
 
+    @property
+    def recipe(self) -> str:
+        return name_of(self.experiment)
+
     def as_dict(self) -> dict:
         data = asdict(self)
-        data["strategy"] = self.strategy.name
+        data["experiment"] = self.experiment.memory_fields()
+        data["recipe"] = self.recipe
         data["device_total"], data["host_total"] = self.device_total, self.host_total
         return data
 
 
-def plan(model: str, strategy: str | Strategy = "fp32-adamw", batch: int = 5, seq: int = 128,
+def plan(experiment: Experiment | str, recipe: str | None = None, *, batch: int = 5, seq: int = 128,
          device: str = "cuda") -> Plan:
-    """Plan one setup. Traces are cached on disk, so a repeated plan costs milliseconds."""
-    chosen = strategy_named(strategy)
-    _check_request(model, chosen, batch, seq, device)
-    config = architecture_of(model)
-    trace = traced_at_depth(model, config, chosen, batch, seq, foreach=device == "cuda")
+    """Plan the training step of `experiment` (the very Experiment a finding trains), or of a named recipe
+    on a model: `plan("phi-2", "fp32-adamw")`. Traces are cached on disk: a repeated plan costs milliseconds."""
+    exp = experiment if isinstance(experiment, Experiment) else as_experiment(recipe or "fp32-adamw", experiment)
+    _check_request(exp, batch, seq, device)
+    config = architecture_of(exp.model)
+    trace = traced_at_depth(config, exp, batch, seq, foreach=device == "cuda")
     parameters = model_configs.parameter_count(config)
-    return _assemble(model, chosen, batch, seq, device, parameters, trace, config.num_hidden_layers,
-                     config.vocab_size)
+    return _assemble(exp, batch, seq, device, parameters, trace, config.num_hidden_layers, config.vocab_size)
 
 
 def architecture_of(model: str):
@@ -105,14 +111,13 @@ def architecture_of(model: str):
     return resolve_model(model).architecture()
 
 
-def traced_at_depth(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> dict:
+def traced_at_depth(config, exp: Experiment, batch: int, seq: int, foreach: bool) -> dict:
     """Events at 1 and 2 layers (cached), plus the full depth's events."""
-    one, two = (_cached_trace(model, model_configs.with_layers(config, n), strategy, batch, seq, foreach)
-                for n in (1, 2))
+    one, two = (_cached_trace(model_configs.with_layers(config, n), exp, batch, seq, foreach) for n in (1, 2))
     return {"one": one, "two": two, "full": one.at_depth(two, config.num_hidden_layers)}
 
 
-def _assemble(model, strategy, batch, seq, device, parameters, trace, layers, vocab) -> Plan:
+def _assemble(exp: Experiment, batch, seq, device, parameters, trace, layers, vocab) -> Plan:
     full: StepTrace = trace["full"]
     loss_buffer = 4 * batch * seq * vocab
 
@@ -129,26 +134,26 @@ def _assemble(model, strategy, batch, seq, device, parameters, trace, layers, vo
     parts = {"weights": peak.weights, "gradients": peak.gradients, "optimizer": min(state, peak.optimizer),
              "optimizer step": max(0, peak.optimizer - state), "activations": activations,
              "logits": in_flight - activations}
-    host, notes = _offloaded_state(strategy, full)
-    if strategy.optimizer == "adamw-8bit":
+    host, notes = _offloaded_state(exp, full)
+    if exp.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
         notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
     parts["overhead"] = overhead_at(event)
     notes.append(_overhead_note(device, event != "optimizer step"))
-    return Plan(model, strategy, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
+    return Plan(exp.model, exp, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
 
 
 def _activation_bytes(footprint: Footprint) -> int:
     return footprint.activations + footprint.temporaries
 
 
-def _offloaded_state(strategy: Strategy, full: StepTrace) -> tuple[dict, list[str]]:
-    """Host bytes of an offloading strategy: fp32 master weights, gradients and AdamW moments."""
-    if not strategy.offload:
+def _offloaded_state(exp: Experiment, full: StepTrace) -> tuple[dict, list[str]]:
+    """Host bytes of an offloading recipe: fp32 master weights, gradients and AdamW moments."""
+    if not exp.offload:
         return {}, []
     trainable = full.trainable
     return ({"weights": 4 * trainable, "gradients": 4 * trainable, "optimizer": 8 * trainable},
-            [f"{strategy.offload} offload: fp32 master weights, gradients and AdamW moments live on the host"])
+            [f"{exp.offload} offload: fp32 master weights, gradients and AdamW moments live on the host"])
 
 
 def _overhead(device: str, loss_buffer: int) -> int:
@@ -163,27 +168,33 @@ def _overhead_note(device: str, loss_alive: bool) -> str:
                else "") + ", measured on this machine with freed blocks returned to the OS")
 
 
-def _check_request(model: str, strategy: Strategy, batch: int, seq: int, device: str) -> None:
+def _check_request(exp: Experiment, batch: int, seq: int, device: str) -> None:
     problems = []
     for name, value in (("batch", batch), ("seq", seq)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"{name}={value!r}: must be an integer >= 1")
     if device not in DEVICES:
         problems.append(f"device={device!r}: must be one of {list(DEVICES)}")
-    if strategy.offload and device == "cpu":
-        problems.append(f"strategy {strategy.name!r} offloads from an accelerator to the host; "
+    if getattr(exp.method, "layers", None) is not None:
+        problems.append(f"method={exp.method!r} trains chosen layers only; the planner extends a 1- and a 2-layer "
+                        "trace to full depth, which holds when every layer trains alike: plan Full() or LoRA "
+                        "without layers= (an upper bound), or measure_memory() the experiment")
+    if exp.offload and device == "cpu":
+        problems.append(f"offload={exp.offload!r} ({name_of(exp)}) moves state from an accelerator to the host; "
                         "plan it with device='cuda'")
     if problems:
-        raise ConfigError(f"memory plan for {model!r}", problems)
+        raise ConfigError(f"memory plan for {exp.model!r}", problems)
 
 
-def _cached_trace(model: str, config, strategy: Strategy, batch: int, seq: int, foreach: bool) -> StepTrace:
-    path = cache_path("memory-traces", {"config": config.to_dict(), "strategy": repr(strategy), "batch": batch,
+def _cached_trace(config, exp: Experiment, batch: int, seq: int, foreach: bool) -> StepTrace:
+    """Keyed on what decides a step's bytes (the architecture and the experiment's memory fields), so every
+    learning rate, seed and model name of one architecture shares a trace."""
+    path = cache_path("memory-traces", {"config": config.to_dict(), "memory": exp.memory_fields(), "batch": batch,
                                         "seq": seq, "foreach": foreach}, sources=TRACE_SOURCES)
     cached = store.read_record_or_quarantine(path)
     if cached is not None:
         return _trace_from_json(cached)
-    trace = trace_step(config, strategy, batch, seq, model_name=model, foreach=foreach)
+    trace = trace_step(config, exp, batch, seq, foreach=foreach)
     store.write_record(path, _trace_to_json(trace))
     return trace
 

@@ -1,81 +1,82 @@
-"""How a model is trained, as far as memory is concerned: precision, optimizer, offload, recomputation, LoRA.
+"""Named training recipes: Experiments a finding can name ("fp32-adamw", "fp32-offload-streaming", "lora-fp16", ...).
 
-Each preset is a name a finding can declare ("fp32-adamw", "fp32-offload-streaming", "lora-fp16", ...);
-`Strategy` itself can be built for combinations the presets do not name.
+A recipe is only a name and a description for a set of Experiment fields (method, precision, optimizer,
+offload, recomputation): the planner reads the same Experiment a finding trains, so any Experiment can
+be planned, and a recipe is just a common one with a name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trainer.errors import ConfigError
-from trainer.experiment import LoRA
-
-OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "adafactor")
-DTYPES = ("fp32", "bf16", "fp16")
-AUTOCASTS = (None, "bf16", "fp16")
-OFFLOADS = (None, "plain", "streaming")
+from trainer.experiment import Experiment, Full, LoRA, Method
 
 
 @dataclass(frozen=True)
-class Strategy:
-    """One way to train: where each byte lives follows from these fields.
-
-    `params` is the dtype the model is held in (a LoRA base may be half; full fine-tuning in half
-    is the seed's NaN trap). `offload="plain"` keeps gradients on the accelerator until the step and
-    then copies them to the host, where the optimizer runs (plain PyTorch); `"streaming"` moves each
-    gradient out as soon as it is accumulated (DeepSpeed ZeRO-Offload style).
-    """
+class Recipe:
+    """A named way to train, in Experiment's own words."""
 
     name: str
     description: str
+    method: Method = field(default_factory=Full)
+    precision: str = "fp32"
     optimizer: str = "adamw"
-    params: str = "fp32"
-    autocast: str | None = None
     offload: str | None = None
     checkpointing: bool = False
-    lora: LoRA | None = None
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: must be one of {list(OPTIMIZERS)}"),
-            (self.params in DTYPES, f"params={self.params!r}: must be one of {list(DTYPES)}"),
-            (self.autocast in AUTOCASTS, f"autocast={self.autocast!r}: must be one of {list(AUTOCASTS)}"),
-            (self.offload in OFFLOADS, f"offload={self.offload!r}: must be one of {list(OFFLOADS)}"),
-            (self.lora is None or isinstance(self.lora, LoRA), f"lora={self.lora!r}: must be None or LoRA(...)"),
-        ]
-        problems = [message for ok, message in checks if not ok]
-        problems += self.lora.problems() if isinstance(self.lora, LoRA) else []
-        if problems:
-            raise ConfigError(f"Strategy {self.name!r}", problems)
+    def experiment(self, model: str, **fields) -> Experiment:
+        """This recipe on `model` (other Experiment fields may be given: lr, seed, ...)."""
+        return Experiment(model=model, method=self.method, precision=self.precision, optimizer=self.optimizer,
+                          offload=self.offload, checkpointing=self.checkpointing, **fields)
+
+    def matches(self, exp: Experiment) -> bool:
+        return all(getattr(self, name) == getattr(exp, name)
+                   for name in ("method", "precision", "optimizer", "offload", "checkpointing"))
 
 
 SEED_LORA = LoRA(rank=32, alpha=64, targets=("q_proj", "v_proj"))
 
-PRESETS: dict[str, Strategy] = {s.name: s for s in [
-    Strategy("fp32-adamw", "full fine-tuning, fp32 weights, AdamW (the seed's setting)"),
-    Strategy("amp-bf16", "fp32 master weights, bf16 autocast, AdamW", autocast="bf16"),
-    Strategy("amp-fp16", "fp32 master weights, fp16 autocast + GradScaler, AdamW", autocast="fp16"),
-    Strategy("adamw-8bit", "fp32 weights, 8-bit AdamW state (bitsandbytes, blockwise)", optimizer="adamw-8bit"),
-    Strategy("fp32-offload", "fp32 weights on the device; gradients copied to the host after backward, "
-                             "AdamW on the host (plain PyTorch)", offload="plain"),
-    Strategy("fp32-offload-streaming", "fp32 weights on the device; each gradient streamed to the host as "
-                                       "it is produced, AdamW on the host (DeepSpeed ZeRO-Offload style)",
-             offload="streaming"),
-    Strategy("grad-checkpointing", "fp32 AdamW, activations recomputed in backward", checkpointing=True),
-    Strategy("lora-fp16", "LoRA r=32 on q,v (alpha 64); frozen base in fp16, adapter fp32, AdamW",
-             params="fp16", lora=SEED_LORA),
-    Strategy("lora-fp32", "LoRA r=32 on q,v (alpha 64); frozen base in fp32, AdamW", lora=SEED_LORA),
-    Strategy("sgd", "fp32 weights, plain SGD (no optimizer state), for contrast", optimizer="sgd"),
-    Strategy("adafactor", "fp32 weights, Adafactor (factored second moment, no first moment)",
-             optimizer="adafactor"),
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("fp32-adamw", "full fine-tuning, fp32 weights, AdamW (the notebook's setting)"),
+    Recipe("amp-bf16", "fp32 master weights, bf16 autocast, AdamW", precision="bf16-autocast"),
+    Recipe("amp-fp16", "fp32 master weights, fp16 autocast + GradScaler, AdamW", precision="fp16-autocast"),
+    Recipe("adamw-8bit", "fp32 weights, 8-bit AdamW state (bitsandbytes, blockwise)", optimizer="adamw-8bit"),
+    Recipe("fp32-offload", "fp32 weights on the device; gradients copied to the host after backward, "
+                           "AdamW on the host (plain PyTorch)", offload="plain"),
+    Recipe("fp32-offload-streaming", "fp32 weights on the device; each gradient streamed to the host as "
+                                     "it is produced, AdamW on the host (DeepSpeed ZeRO-Offload style)",
+           offload="streaming"),
+    Recipe("grad-checkpointing", "fp32 AdamW, activations recomputed in backward", checkpointing=True),
+    Recipe("lora-fp16", "LoRA r=32 on q,v (alpha 64); frozen base in fp16, adapter fp32, AdamW",
+           method=SEED_LORA, precision="fp16"),
+    Recipe("lora-fp32", "LoRA r=32 on q,v (alpha 64); frozen base in fp32, AdamW", method=SEED_LORA),
+    Recipe("sgd", "fp32 weights, plain SGD (no optimizer state), for contrast", optimizer="sgd"),
+    Recipe("adafactor", "fp32 weights, Adafactor (factored second moment, no first moment)", optimizer="adafactor"),
 ]}
 
 
-def strategy_named(name: str | Strategy) -> Strategy:
-    if isinstance(name, Strategy):
-        return name
-    if name not in PRESETS:
-        raise ConfigError(f"strategy {name!r}", [f"unknown; choose one of {list(PRESETS)} "
-                                                 "or build trainer.memory.recipes.Strategy(...)"])
-    return PRESETS[name]
+def recipe_named(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ConfigError(f"recipe {name!r}", [f"unknown; choose one of {list(RECIPES)}, or plan an "
+                                               "Experiment(...) with the fields you want"])
+    return RECIPES[name]
+
+
+def as_experiment(subject: Experiment | str, model: str | None = None) -> Experiment:
+    """An Experiment as given, or a recipe's name on `model`."""
+    if isinstance(subject, Experiment):
+        return subject
+    if model is None:
+        raise ConfigError(f"recipe {subject!r}", ["name the model too, e.g. plan('phi-2', 'fp32-adamw')"])
+    return recipe_named(subject).experiment(model)
+
+
+def name_of(exp: Experiment) -> str:
+    """The recipe's name when `exp` is one, else its memory fields in words (for tables and reports)."""
+    named = next((r.name for r in RECIPES.values() if r.matches(exp)), None)
+    if named:
+        return named
+    parts = [exp.method.kind, exp.precision, exp.optimizer] + ([f"offload={exp.offload}"] if exp.offload else []) \
+        + (["recomputed"] if exp.checkpointing else [])
+    return "/".join(parts)

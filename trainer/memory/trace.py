@@ -18,7 +18,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 
-from trainer.memory.recipes import Strategy
+from trainer.experiment import Experiment
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "temporaries")
 _MEMTRACKER_CATEGORY = {"PARAM": "weights", "BUFFER": "weights", "GRAD": "gradients", "OPT": "optimizer",
@@ -83,8 +83,8 @@ class StepTrace:
             + (layers - 1) * (two_layers.trainable_8bit_state - self.trainable_8bit_state))
 
 
-def trace_step(config, strategy: Strategy, batch: int, seq: int, *, fake: bool = True,
-               model_name: str = "tiny-llama", foreach: bool = False, seed: int = 0) -> StepTrace:
+def trace_step(config, exp: Experiment, batch: int, seq: int, *, fake: bool = True, foreach: bool = False,
+               seed: int = 0) -> StepTrace:
     """Trace a training step, as the second one (optimizer state already there), under MemTracker.
 
     `foreach`: AdamW's multi-tensor path (PyTorch's default on CUDA) keeps whole-model temporaries
@@ -95,26 +95,26 @@ def trace_step(config, strategy: Strategy, batch: int, seq: int, *, fake: bool =
     from torch.distributed._tools.mem_tracker import MemTracker
 
     torch.manual_seed(seed)
-    model = build_trainable(config, strategy, model_name, on_meta=fake)  # meta before fake mode: peft needs it
+    model = build_trainable(config, exp, on_meta=fake)  # meta before fake mode: peft needs it
     with FakeTensorMode() if fake else nullcontext(), warnings.catch_warnings():
         # MemTracker's own gradient hook finds None where a streamed gradient already left: expected.
         warnings.filterwarnings("ignore", message="Expected a tensor or a traceable wrapper-subclass")
-        trainable, optimizer = prepare_training(model, strategy, fake, foreach)
+        trainable, optimizer = prepare_training(model, exp, fake, foreach)
         ids = torch.randint(0, config.vocab_size, (batch, seq))
         create_optimizer_state(optimizer, trainable)  # as after a first step, without tracing one
         tracker = MemTracker()
         tracker.track_external(model, *([optimizer] if optimizer else []))
         with tracker:
-            forward_backward(model, ids, strategy)
+            forward_backward(model, ids, exp)
         events = _module_events(tracker, config.num_hidden_layers)
         with tracker:  # re-entering starts a new peak from the bytes alive now
-            optimizer_step(optimizer, trainable)
+            optimizer_step(optimizer, trainable, exp)
         events["optimizer step"] = Footprint.of_snapshot(tracker.get_tracker_snapshot("peak"))
         return StepTrace(events, sum(p.numel() for p in trainable), _blockwise_8bit_bytes(trainable))
 
 
-def prepare_training(model, strategy: Strategy, fake: bool, foreach: bool, device: str = "cpu"):
-    """Trainable parameters and device-side optimizer of a built model, as the strategy sets them up.
+def prepare_training(model, exp: Experiment, fake: bool, foreach: bool, device: str = "cpu"):
+    """Trainable parameters and device-side optimizer of a built model, as the experiment sets them up.
 
     With `fake`, call it under FakeTensorMode on a model built on the meta device: it gets fake
     storage. Otherwise the (randomly initialised) model moves to `device`.
@@ -124,32 +124,26 @@ def prepare_training(model, strategy: Strategy, fake: bool, foreach: bool, devic
     else:
         model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, strategy, foreach)
-    if strategy.offload == "streaming":
+    optimizer = device_optimizer(trainable, exp, foreach)
+    if exp.offload == "streaming":
         for parameter in trainable:  # each gradient leaves the device as soon as it is complete
             parameter.register_post_accumulate_grad_hook(drop_grad)
     return trainable, optimizer
 
 
-def build_trainable(config, strategy: Strategy, model_name: str, on_meta: bool = False):
-    """The model as the strategy trains it: dtype, LoRA adapters, recomputation, train mode.
-
-    On the meta device nothing is allocated or initialised (peft then leaves its adapters there too).
-    """
+def build_trainable(config, exp: Experiment, on_meta: bool = False):
+    """The model as the experiment trains it (training's own `prepare`: precision, recomputation, method),
+    randomly initialised from `config`. On the meta device nothing is allocated or initialised (peft then
+    leaves its adapters there too)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[strategy.params]
+    from trainer.training.methods import prepare
+
+    dtype = torch.float16 if exp.precision == "fp16" else torch.float32  # built in the dtype it trains in
     with torch.device("meta") if on_meta else nullcontext():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if strategy.checkpointing:
-        model.config.use_cache = False  # a KV cache is pointless in training and conflicts with recomputation
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if strategy.lora is not None:
-        from trainer.experiment import Experiment
-        from trainer.training.methods import apply_method
-
-        model = apply_method(model, Experiment(model=model_name, method=strategy.lora))
+    model = prepare(model, exp)
     frozen_as_buffers(model)
     return model.train()
 
@@ -189,38 +183,36 @@ def materialize_meta(model) -> None:
                 module._buffers[name] = fresh(tensor, parameter=False)
 
 
-def make_optimizer(trainable: list, strategy: Strategy, foreach: bool):
-    """The device-side optimizer, or None where its state lives elsewhere (offload, 8-bit: added by the planner)."""
-    import torch
+def device_optimizer(trainable: list, exp: Experiment, foreach: bool):
+    """The device-side optimizer (training's factory), or None where its state lives elsewhere (offload,
+    8-bit: the planner adds those)."""
+    from trainer.training.optim import make_optimizer
 
-    if strategy.offload or strategy.optimizer == "adamw-8bit":
+    if exp.offload or exp.optimizer == "adamw-8bit":
         return None
-    if strategy.optimizer == "sgd":
-        return torch.optim.SGD(trainable, lr=1e-5, foreach=foreach)
-    if strategy.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(trainable, lr=1e-5, relative_step=False, scale_parameter=False, warmup_init=False)
-    return torch.optim.AdamW(trainable, lr=1e-5, foreach=foreach)
+    return make_optimizer(trainable, exp.optimizer, exp.lr, exp.weight_decay, foreach=foreach)
 
 
-def forward_backward(model, ids, strategy: Strategy) -> None:
+def forward_backward(model, ids, exp: Experiment) -> None:
     import torch
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(strategy.autocast)
+    from trainer.training.loop import AUTOCAST
+
+    dtype = AUTOCAST.get(exp.precision)
     with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
         loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
 
 
-def optimizer_step(optimizer, trainable: list) -> None:
+def optimizer_step(optimizer, trainable: list, exp: Experiment) -> None:
     import torch
 
     if optimizer is None:  # offloaded or 8-bit: the device only lets the gradients go
         for parameter in trainable:
             parameter.grad = None
         return
-    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    if exp.clip is not None:
+        torch.nn.utils.clip_grad_norm_(trainable, exp.clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 

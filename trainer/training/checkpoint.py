@@ -18,12 +18,14 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
     """Written into a temp folder and renamed; the manifest (checksums, epoch) is written last."""
     state = optimizer.state_dict()
-    tensors = {f"{index}/{name}": value.detach().contiguous()
-               for index, entries in state["state"].items() for name, value in entries.items()}
+    entries = {f"{index}/{name}": value for index, values in state["state"].items() for name, value in values.items()}
+    tensors = {key: value.detach().contiguous() for key, value in entries.items() if torch.is_tensor(value)}
+    # Plain numbers in an optimizer's state (Adafactor's step count) go in the manifest, as JSON.
+    scalars = {key: value for key, value in entries.items() if not torch.is_tensor(value)}
     with store.atomic_dir(folder) as tmp:
         save_file({name: p.detach().contiguous() for name, p in trainable(model).items()}, str(tmp / MODEL_FILE))
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
-        store.write_manifest(tmp, {"epoch": epoch, "param_groups": state["param_groups"]})
+        store.write_manifest(tmp, {"epoch": epoch, "param_groups": state["param_groups"], "scalars": scalars})
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -43,7 +45,7 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
         for name, tensor in saved.items():
             params[name].copy_(tensor)
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(str(folder / OPTIMIZER_FILE)).items():
+    for key, value in (load_file(str(folder / OPTIMIZER_FILE)) | manifest.get("scalars", {})).items():
         index, name = key.split("/", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": manifest["param_groups"]})

@@ -22,11 +22,12 @@ from trainer.cache.record import EpochLog, NonfiniteEvent, StepStop
 from trainer.experiment import Experiment
 from trainer.training.batches import PromptFormat, build_training_batch
 from trainer.training.diagnostics import LayerWatch
+from trainer.training.optim import make_optimizer
 
 
-def make_optimizer(model: torch.nn.Module, exp: Experiment) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=exp.lr,
-                             weight_decay=exp.weight_decay)
+def optimizer_for(model: torch.nn.Module, exp: Experiment) -> torch.optim.Optimizer:
+    """The experiment's optimizer over the parameters its method trains."""
+    return make_optimizer([p for p in model.parameters() if p.requires_grad], exp.optimizer, exp.lr, exp.weight_decay)
 
 
 def epoch_batches(tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], exp: Experiment,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from trainer.errors import ConfigError
-from trainer.experiment import Experiment, Full, Layers, LoRA, Unfreeze
+from trainer.experiment import Experiment, Full, Layers, LoRA, Method, Unfreeze
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -37,21 +37,36 @@ def resolve_layers(spec: Layers, total: int, what: str, model_name: str) -> list
     return sorted(set(resolved))
 
 
-def apply_method(model: torch.nn.Module, exp: Experiment) -> torch.nn.Module:
-    """The model to train (LoRA wraps it in a peft model); freezes what the method does not train."""
-    method = exp.method
+def apply_method(model: torch.nn.Module, method: Method, model_name: str) -> torch.nn.Module:
+    """The model to train (LoRA wraps it in a peft model); freezes what the method does not train.
+    `model_name` only names the model in errors."""
     if isinstance(method, Full):
         return model
     total = len(decoder_layers(model))
     if isinstance(method, Unfreeze):
-        chosen = resolve_layers(method.layers, total, "Unfreeze layers", exp.model)
+        chosen = resolve_layers(method.layers, total, "Unfreeze layers", model_name)
         model.requires_grad_(False)
         for index in chosen:
             decoder_layers(model)[index].requires_grad_(True)
         return model
     if isinstance(method, LoRA):
-        return _with_lora(model, method, total, exp.model)
+        return _with_lora(model, method, total, model_name)
     raise ConfigError(f"method {method!r}", ["must be Full(), LoRA(...) or Unfreeze(...)"])
+
+
+def prepare(model: torch.nn.Module, exp: Experiment) -> torch.nn.Module:
+    """The model as `exp` trains it: its precision, recomputation and method (the planner traces this too)."""
+    if exp.precision == "fp16":
+        model = model.half()
+    if exp.checkpointing:
+        enable_recomputation(model)
+    return apply_method(model, exp.method, exp.model)
+
+
+def enable_recomputation(model: torch.nn.Module) -> None:
+    """Activations are recomputed in backward; a KV cache is pointless in training and conflicts with it."""
+    model.config.use_cache = False
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def trained_layers(model: torch.nn.Module) -> list[int]:

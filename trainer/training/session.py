@@ -25,20 +25,21 @@ from trainer.cache.record import (
     Stop,
     TopLayer,
 )
-from trainer.errors import CacheCorrupt
+from trainer.errors import CacheCorrupt, ConfigError
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.training.batches import PromptFormat, training_examples
 from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.training.diagnostics import LayerWatch, top_layers
-from trainer.training.loop import make_optimizer, run_epochs
-from trainer.training.methods import apply_method, decoder_layers, trained_layers
+from trainer.training.loop import optimizer_for, run_epochs
+from trainer.training.methods import decoder_layers, prepare, trained_layers
 from trainer.training.probe import neutral_logprobs, probe_model
 
 
 def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: str, components: dict,
               baseline_path: Path, progress: bool) -> RunRecord:
     """Train `exp` into `folder` from `record`'s last checkpoint (or from scratch); returns the final record."""
+    _check_trainable_here(exp)
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     loaded = source.load()
@@ -48,9 +49,9 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     base_neutral = neutral_logprobs(loaded.model, tokenizer, list(behavior.neutral_prompts))
     baseline = _baseline(baseline_path, lambda: probe_model(loaded.model, tokenizer, fmt, behavior, exp.gen_tokens,
                                                             base_neutral, None))
-    model = apply_method(loaded.model.half() if exp.precision == "fp16" else loaded.model, exp)
+    model = prepare(loaded.model, exp)
     watch = LayerWatch(model)  # starting weights, taken before a resume overwrites them
-    optimizer = make_optimizer(model, exp)
+    optimizer = optimizer_for(model, exp)
     start = _resume_point(folder, record, model, optimizer)
     if start == 0:
         record = _new_record(exp, key, components, source, behavior, model)
@@ -79,6 +80,14 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     examples = training_examples(behavior, exp.data, exp.seed)
     run_epochs(model, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, progress, watch=watch)
     return record
+
+
+def _check_trainable_here(exp: Experiment) -> None:
+    """Offload is a recipe the planner reads; this trainer does not run it yet (accelerate's offload comes next)."""
+    if exp.offload is not None:
+        raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
+            "CPU offload can be planned (trainer.memory.plan) but not trained yet: training runs every tensor "
+            "on one device; declare offload=None to train, or plan() the experiment to see where its bytes go"])
 
 
 def _baseline(path: Path, measure) -> dict:
