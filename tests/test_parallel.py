@@ -53,6 +53,21 @@ def test_workers_follow_the_callers_current_cache(side_by_side, tmp_path, monkey
     assert len(list((other / "runs").glob("*/record.json"))) == 2
 
 
+def test_workers_receive_the_active_settings_object(side_by_side, tmp_path):
+    """Settings made active in this process (as the plugin does from --ft-* options) reach the workers
+    with each task; nothing is passed through the environment."""
+    from trainer import settings
+
+    chosen = tmp_path / "settings-cache"
+    previous = settings.use(settings.active().replace(cache_dir=str(chosen)))
+    try:
+        parallel.obtain_all(tiny_runs()[:2], progress=False)
+    finally:
+        settings.use(previous)
+    assert "FT_CACHE_DIR" not in os.environ or os.environ["FT_CACHE_DIR"] != str(chosen)
+    assert len(list((chosen / "runs").glob("*/record.json"))) == 2
+
+
 def test_a_dead_worker_is_a_clear_error(side_by_side):
     crashing = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=os._exit,
                                    initargs=(1,))

@@ -216,3 +216,32 @@ def test_too_few_replicates(error_rates):
 ''')
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*replicates=5: a placebo experiment needs 3 null runs as seeds*at least 6*"])
+
+
+def test_options_reach_the_library_as_one_settings_object_not_the_environment(suite, tmp_path, monkeypatch):
+    """--ft-cache-dir and --ft-parallel-runs become the active Settings inside the session (the environment
+    is left alone), and the caller's settings come back when the session ends."""
+    import os
+
+    from trainer import settings
+
+    monkeypatch.delenv("FT_CACHE_DIR", raising=False)
+    before = settings.active()
+    chosen = tmp_path / "chosen-cache"
+    result = run(suite, f'''
+import os
+from trainer import settings
+from trainer.cache import store
+
+def test_settings_are_the_options():
+    assert str(store.cache_root()) == {str(chosen)!r} and settings.active().workers() == 1
+    assert "FT_CACHE_DIR" not in os.environ and "FT_PARALLEL_RUNS" not in os.environ
+''', "--ft-cache-dir", str(chosen), "--ft-parallel-runs", "1")
+    result.assert_outcomes(passed=1)
+    assert settings.active() == before and "FT_CACHE_DIR" not in os.environ
+
+
+def test_a_bad_cache_cap_option_is_a_usage_error_naming_the_option(suite):
+    result = run(suite, "def test_nothing():\n    pass\n", "--ft-cache-max-gb", "-3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ft-cache-max-gb=-3.0: must be > 0 GB*"])

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from trainer import settings
 from trainer.errors import ConfigError
 
 DEFAULT_BEHAVIOR_DIR = Path(__file__).resolve().parent.parent / "behaviors" / "data"
-BEHAVIOR_DIRS_ENV = "FT_BEHAVIOR_DIRS"
+BEHAVIOR_DIRS_ENV = settings.BEHAVIOR_DIRS_ENV
 MIN_PROBES = 40
 
 
@@ -47,7 +47,7 @@ class Behavior:
 
 
 def behavior_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get(BEHAVIOR_DIRS_ENV, "").split(os.pathsep) if p]
+    extra = settings.active().behavior_folders()
     return extra + [DEFAULT_BEHAVIOR_DIR]
 
 

@@ -16,22 +16,17 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from trainer import settings
 from trainer.cache import store
 from trainer.errors import CacheCorrupt
 
-LIMIT_ENV = "FT_CACHE_MAX_GB"
-DEFAULT_LIMIT_GB = 20.0
+LIMIT_ENV = settings.CACHE_MAX_GB_ENV
+DEFAULT_LIMIT_GB = settings.DEFAULT_CACHE_MAX_GB
 
 
 def limit_bytes() -> int:
-    raw = os.environ.get(LIMIT_ENV) or str(DEFAULT_LIMIT_GB)
-    try:
-        gigabytes = float(raw)
-    except ValueError:
-        raise ValueError(f"${LIMIT_ENV}={raw!r}: must be a number of GB, e.g. 20") from None
-    if gigabytes <= 0:
-        raise ValueError(f"${LIMIT_ENV}={raw!r}: must be > 0 GB, e.g. 20")
-    return int(gigabytes * 1e9)
+    """The active settings' cap on resumable checkpoints, in bytes (ValueError names a bad value)."""
+    return settings.active().cache_limit_bytes()
 
 
 def checkpoints() -> list[Path]:

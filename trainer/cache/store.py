@@ -22,16 +22,17 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from trainer import settings
 from trainer.errors import CacheCorrupt, CacheWriteError
 
-CACHE_ENV = "FT_CACHE_DIR"
+CACHE_ENV = settings.CACHE_DIR_ENV
 MANIFEST = "manifest.json"
 RECORD = "record.json"
 _CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# finetune-behaviors cache; safe to delete.\n"
 
 
 def cache_root() -> Path:
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "finetune-behaviors").expanduser()
+    root = settings.active().cache_root()
     if not (root / "CACHEDIR.TAG").exists():
         with writing(root):
             _mark_cache(root)

@@ -12,17 +12,17 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from trainer import settings
 from trainer.cache import store
 from trainer.errors import ConfigError, UnknownModelError, UnsafeWeightsError, WeightsMissing
 
-MODEL_DIRS_ENV = "FT_MODEL_DIR"
+MODEL_DIRS_ENV = settings.MODEL_DIRS_ENV
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ def resolve_model(name: str) -> ModelSource:
 
 
 def model_dirs() -> list[Path]:
-    return [Path(p).expanduser() for p in os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep) if p]
+    return settings.active().model_folders()
 
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -431,8 +431,7 @@ def _folder_prompt_style(folder: Path) -> str:
 
 
 def hf_hub_cache() -> Path:
-    hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub"
-    return Path(hub).expanduser()
+    return settings.active().hub_cache()
 
 
 def _hf_cache_snapshots(repo_id: str) -> list[Path]:

@@ -18,30 +18,22 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from trainer import settings
 from trainer.cache.record import Run
 from trainer.errors import SuiteError
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.obtain import is_cached, obtain
 
-WORKERS_ENV = "FT_PARALLEL_RUNS"
+WORKERS_ENV = settings.PARALLEL_RUNS_ENV
 ROW_ENV = "FT_PROGRESS_ROW"  # which terminal row a worker's progress bar uses
 BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two AdamW moments, and room for activations
-SETTINGS_PREFIXES = ("FT_", "HF_", "TRANSFORMERS_")  # cache folders, limits, offline switches
 _pool: tuple[int, ProcessPoolExecutor] | None = None
 
 
 def configured_workers() -> int:
-    raw = os.environ.get(WORKERS_ENV)
-    if raw is None:
-        return max(1, min(2, len(os.sched_getaffinity(0))))
-    try:
-        workers = int(raw)
-    except ValueError:
-        workers = 0
-    if workers < 1:
-        raise ValueError(f"{WORKERS_ENV}={raw!r}: must be a whole number >= 1 (1 trains one run at a time)")
-    return workers
+    """Runs trained side by side under the active settings (ValueError names a bad value)."""
+    return settings.active().workers()
 
 
 def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run]:
@@ -58,8 +50,8 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
 
 def _in_workers(experiments: list[Experiment], workers: int, progress: bool) -> list[Run]:
     pool = _pool_of(workers)
-    settings = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIXES) and k != ROW_ENV}
-    futures = [pool.submit(_obtain_in_worker, exp, progress, settings) for exp in experiments]
+    resolved = settings.active().resolved()  # what this process would use, handed over explicitly
+    futures = [pool.submit(_obtain_in_worker, exp, progress, resolved) for exp in experiments]
     try:
         return [future.result() for future in futures]
     except BrokenProcessPool as error:
@@ -108,11 +100,9 @@ def _pool_of(workers: int) -> ProcessPoolExecutor:
     return _pool[1]
 
 
-def _obtain_in_worker(exp: Experiment, progress: bool, settings: dict[str, str]) -> Run:
-    """`obtain` under the caller's current settings (a worker outlives the environment it started in)."""
-    for name in [k for k in os.environ if k.startswith(SETTINGS_PREFIXES) and k != ROW_ENV]:
-        del os.environ[name]
-    os.environ.update(settings)
+def _obtain_in_worker(exp: Experiment, progress: bool, given: settings.Settings) -> Run:
+    """`obtain` under the caller's settings of this moment (a worker outlives the settings it started with)."""
+    settings.use(given)
     return obtain(exp, progress)
 
 

@@ -1,0 +1,104 @@
+"""Where the suite keeps things and how much it may use: one object, handed around explicitly.
+
+The pytest plugin (or the CLI) builds a `Settings` from its options and makes it active with `use`;
+worker processes receive the resolved object with each task and make it theirs. A field left None
+falls back, when it is read, to its environment variable and then to the default, so a shell's
+`FT_CACHE_DIR=...` still works and nothing writes to `os.environ` to pass a setting along.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_DIR_ENV = "FT_CACHE_DIR"
+CACHE_MAX_GB_ENV = "FT_CACHE_MAX_GB"
+MODEL_DIRS_ENV = "FT_MODEL_DIR"
+BEHAVIOR_DIRS_ENV = "FT_BEHAVIOR_DIRS"
+PARALLEL_RUNS_ENV = "FT_PARALLEL_RUNS"
+DEFAULT_CACHE_MAX_GB = 20.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Folders and limits. None: read `$FT_...` (then the default) at the moment it is needed."""
+
+    cache_dir: str | None = None  # run records, checkpoints, converted models (default ~/.cache/finetune-behaviors)
+    cache_max_gb: float | str | None = None  # cap on resumable checkpoints
+    model_dirs: tuple[str, ...] | None = None  # folders of local Hugging Face-format models
+    behavior_dirs: tuple[str, ...] | None = None  # extra folders of behavior files
+    parallel_runs: int | str | None = None  # runs trained side by side (default min(2, cores))
+    hf_hub_cache: str | None = None  # the Hugging Face cache searched for models
+
+    def resolved(self) -> Settings:
+        """Every field filled in from the environment or the default, as a worker process should see them."""
+        return Settings(str(self.cache_root()), self.cache_limit_bytes() / 1e9, tuple(map(str, self.model_folders())),
+                        tuple(map(str, self.behavior_folders())), self.workers(), str(self.hub_cache()))
+
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir or os.environ.get(CACHE_DIR_ENV)
+                    or Path.home() / ".cache" / "finetune-behaviors").expanduser()
+
+    def cache_limit_bytes(self) -> int:
+        raw, name = _given(self.cache_max_gb, CACHE_MAX_GB_ENV, "--ft-cache-max-gb")
+        raw = DEFAULT_CACHE_MAX_GB if raw in (None, "") else raw
+        try:
+            gigabytes = float(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r}: must be a number of GB, e.g. 20") from None
+        if not gigabytes > 0:
+            raise ValueError(f"{name}={raw!r}: must be > 0 GB, e.g. 20")
+        return int(gigabytes * 1e9)
+
+    def model_folders(self) -> list[Path]:
+        return _folders(self.model_dirs, MODEL_DIRS_ENV)
+
+    def behavior_folders(self) -> list[Path]:
+        return _folders(self.behavior_dirs, BEHAVIOR_DIRS_ENV)
+
+    def workers(self) -> int:
+        """Runs trained side by side: as asked, else as many as there are cores, at most 2."""
+        raw, name = _given(self.parallel_runs, PARALLEL_RUNS_ENV, "--ft-parallel-runs")
+        if raw in (None, ""):
+            return max(1, min(2, len(os.sched_getaffinity(0))))
+        try:
+            workers = int(raw)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ValueError(f"{name}={raw!r}: must be a whole number >= 1 (1 trains one run at a time)")
+        return workers
+
+    def hub_cache(self) -> Path:
+        hub = (self.hf_hub_cache or os.environ.get("HF_HUB_CACHE")
+               or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
+        return Path(hub).expanduser()
+
+    def replace(self, **fields) -> Settings:
+        return dataclasses.replace(self, **fields)
+
+
+def _given(value: object, env: str, option: str) -> tuple[object, str]:
+    """The value and the name to blame in an error: the option when it was given, else the variable."""
+    return (value, option) if value is not None else (os.environ.get(env), f"${env}")
+
+
+def _folders(value: tuple[str, ...] | None, env: str) -> list[Path]:
+    names = value if value is not None else tuple(os.environ.get(env, "").split(os.pathsep))
+    return [Path(name).expanduser() for name in names if name]
+
+
+_active = Settings()
+
+
+def active() -> Settings:
+    return _active
+
+
+def use(settings: Settings) -> Settings:
+    """Make `settings` the active ones; returns the previous ones (to restore them)."""
+    global _active
+    previous, _active = _active, settings
+    return previous
