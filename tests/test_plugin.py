@@ -226,6 +226,7 @@ def test_options_reach_the_library_as_one_settings_object_not_the_environment(su
     from trainer import settings
 
     monkeypatch.delenv("FT_CACHE_DIR", raising=False)
+    monkeypatch.delenv("FT_PARALLEL_RUNS", raising=False)
     before = settings.active()
     chosen = tmp_path / "chosen-cache"
     result = run(suite, f'''
