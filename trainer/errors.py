@@ -41,3 +41,7 @@ class CacheCorrupt(SuiteError):
 
 class CacheWriteError(SuiteError, OSError):
     """The cache cannot be written (disk full, read-only, not a folder): names the path, the bytes and the fix."""
+
+
+class ExpectationMisuse(SuiteError, ValueError):
+    """An expectation asked of a run that cannot answer it (an epoch it never trained, an unknown metric)."""

@@ -20,11 +20,16 @@ from dataclasses import asdict, dataclass
 
 from trainer.cache import store
 from trainer.cache.keys import cache_path
-from trainer.errors import SuiteError
+from trainer.errors import ExpectationMisuse, SuiteError
 from trainer.experiment import Experiment, method_from_fields
+from trainer.judgement import Judgement, judged
 from trainer.memory.planner import TRACE_SOURCES, architecture_of
 from trainer.memory.recipes import as_experiment, name_of
-from trainer.units import parse_bytes
+from trainer.units import format_bytes, parse_bytes
+
+# AdamW keeps two moments per parameter (2.0x) plus a 4-byte step counter per tensor: 5% covers the
+# counters and rounding of small models without admitting another optimizer's ratio (Adafactor < 1x).
+STATE_RATIO_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,30 @@ class Measured:
     @property
     def optimizer_to_parameters(self) -> float:
         return self.optimizer_state_bytes / self.trainable_bytes if self.trainable_bytes else float("nan")
+
+    def describe(self) -> str:
+        return f"{self.model} / {self.recipe} (batch {self.batch} x {self.seq}, {self.device})"
+
+    def judge_fits(self, budget: str | int) -> Judgement:
+        """The run finished its steps and peaked within the budget (running out is the failure, with its figure)."""
+        limit = parse_bytes(budget)
+        if self.out_of_memory:
+            reached = f" after reaching {format_bytes(self.reached_bytes)}" if self.reached_bytes else ""
+            return judged(False, f"{self.describe()} ran out of memory under a {format_bytes(limit)} cap{reached}: "
+                                 f"{self.out_of_memory}")
+        holds = self.peak_bytes <= limit
+        return judged(holds, f"{self.describe()} peaked at {format_bytes(self.peak_bytes)}, "
+                             f"{'within' if holds else 'above'} {format_bytes(limit)}")
+
+    def judge_optimizer_state(self, times: float, tolerance: float = STATE_RATIO_TOLERANCE) -> Judgement:
+        """Optimizer state bytes / trained parameter bytes after real steps is `times` (within `tolerance`)."""
+        if self.out_of_memory:
+            raise ExpectationMisuse(f"{self.describe()} ran out of memory; no optimizer state to weigh")
+        ratio = self.optimizer_to_parameters
+        holds = abs(ratio - times) <= tolerance * times
+        return judged(holds, f"{self.describe()}: optimizer state {format_bytes(self.optimizer_state_bytes)} is "
+                             f"{ratio:.3f}x the {format_bytes(self.trainable_bytes)} of trained parameters, "
+                             f"{'' if holds else 'not '}{times:g}x (+-{tolerance:.0%})")
 
 
 def measure(experiment: Experiment | str, recipe: str | None = None, *, batch: int = 5, seq: int = 128,

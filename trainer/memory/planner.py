@@ -13,8 +13,9 @@ from pathlib import Path
 
 from trainer.cache import store
 from trainer.cache.keys import cache_path
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, ExpectationMisuse
 from trainer.experiment import Experiment
+from trainer.judgement import Judgement, judged
 from trainer.memory.recipes import as_experiment, name_of
 from trainer.memory.trace import Footprint, StepTrace, trace_step
 from trainer.models import configs as model_configs
@@ -65,6 +66,30 @@ class Plan:
     def headroom(self, budget: str | int) -> int:
         """Budget minus planned peak (negative: short by that much)."""
         return parse_bytes(budget) - self.device_total
+
+    def judge_fits(self, budget: str | int) -> Judgement:
+        """The device side of the plan fits in `budget`."""
+        return judged(self.fits(budget), ("fits: " if self.fits(budget) else "does not fit: ") + self.words(budget))
+
+    def judge_does_not_fit(self, budget: str | int) -> Judgement:
+        return judged(not self.fits(budget), ("does not fit: " if not self.fits(budget) else "fits after all: ")
+                      + self.words(budget))
+
+    def judge_largest_part(self, part: str) -> Judgement:
+        """`part` (a device part, or "host <part>") holds more bytes than any other."""
+        parts = self.device_parts | {f"host {k}": v for k, v in self.host_parts.items()}
+        if part not in parts:
+            raise ExpectationMisuse(f"part {part!r} is not in a plan; parts are {list(parts)}")
+        largest = max(parts, key=parts.get)
+        return judged(largest == part, f"the largest part is {largest} ({format_bytes(parts[largest])})"
+                                       f"{'' if largest == part else f', not {part} ({format_bytes(parts[part])})'}"
+                                       f".\n{self.table()}")
+
+    def words(self, budget: str | int) -> str:
+        """The plan against a budget: headroom or shortfall, and the table."""
+        headroom = self.headroom(budget)
+        side = f"{format_bytes(headroom)} to spare" if headroom >= 0 else f"short by {format_bytes(-headroom)}"
+        return f"{self.describe()}; budget {format_bytes(parse_bytes(budget))}: {side}.\n{self.table()}"
 
     def describe(self) -> str:
         where = "GPU" if self.device == "cuda" else "CPU"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainer.cache.record import Run
-from trainer.errors import SuiteError
+from trainer.errors import ExpectationMisuse, SuiteError
 from trainer.experiment import Experiment
 from trainer.runs.parallel import obtain_all
 
@@ -59,9 +59,15 @@ class Trial:
         self._check_epoch(by_epoch)
         return self.experiment.with_epochs(by_epoch).evaluated_epochs()[1:]
 
+    def describe(self) -> str:
+        """The trial in words, for verdicts: behavior, model, data, lr and the seeds it spans."""
+        exp = self.experiment
+        return (f"{exp.behavior} on {exp.model} ({exp.data} data, lr={exp.lr:g}, "
+                f"seeds {exp.seed}..{exp.seed + self.seeds - 1})")
+
     def _check_epoch(self, epoch: int) -> None:
         if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= self.experiment.epochs:
-            raise ValueError(f"epoch {epoch!r} is outside this experiment (epochs={self.experiment.epochs}); "
+            raise ExpectationMisuse(f"epoch {epoch!r} is outside this experiment (epochs={self.experiment.epochs}); "
                              f"declare Experiment(..., epochs={epoch}) or ask about an epoch <= "
                              f"{self.experiment.epochs}")
 

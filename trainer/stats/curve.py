@@ -8,6 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from trainer.judgement import Judgement, judged
+from trainer.stats.verdict import epoch_words
+
+# A difference in AIC of 2 or more is the usual threshold for one model being better supported (Burnham &
+# Anderson); below it the two forms fit the points about equally well.
+AIC_MARGIN = 2.0
+
 
 @dataclass(frozen=True)
 class OnsetPoint:
@@ -55,6 +62,35 @@ class InertiaCurve:
         if len(xs) < 3:
             return None
         return {form: _fit(form, xs, ys) for form in ("linear", "log-linear")}
+
+    def judge_increases_with_size(self, alpha: float) -> Judgement:
+        """Onset rank-correlates positively with parameter count (Spearman, one-sided p < alpha)."""
+        rho, p = self.spearman()
+        holds = rho > 0 and p < alpha
+        return judged(holds, f"onset {'grows' if holds else 'does not grow'} with size: Spearman rho {rho:.2f}, "
+                             f"one-sided p {p:.3g} (needs rho > 0 and p < {alpha}).\n{self.lines()}")
+
+    def judge_log_linear_fits_better(self) -> Judgement:
+        """Onset grows (slope > 0) and onset ~ log(params) beats onset ~ params by AIC >= AIC_MARGIN."""
+        fits = self.fits()
+        if fits is None:
+            return judged(False, f"too few onsets to fit a curve (need 3).\n{self.lines()}")
+        linear, log = fits["linear"], fits["log-linear"]
+        holds = log.slope > 0 and log.aic + AIC_MARGIN <= linear.aic
+        return judged(holds, f"log-linear onset = {log.intercept:.2f} + {log.slope:.2f}*log10(params) (AIC "
+                             f"{log.aic:.1f}) vs linear onset = {linear.intercept:.2f} + {linear.slope:.3g}*params "
+                             f"(AIC {linear.aic:.1f}): needs a positive slope and an AIC at least {AIC_MARGIN:g} "
+                             f"lower.\n{self.lines()}")
+
+    def lines(self) -> str:
+        """Each model's onset with its interval, and the models not measured."""
+        lines = []
+        for p in self.points:
+            onset = f"epoch {p.onset}" if p.onset is not None else f"none by epoch {p.by_epoch}"
+            low, high = p.interval
+            lines.append(f"  {p.model:<20} {p.parameters / 1e6:7.1f}M params  lr {p.lr:g}: onset {onset} "
+                         f"(95% CI {epoch_words(low)} .. {epoch_words(high)}, {p.seeds} seeds)")
+        return "\n".join(lines + [f"  not measured: {m}" for m in self.missing])
 
     def _xy(self) -> tuple[np.ndarray, np.ndarray]:
         observed = self.observed

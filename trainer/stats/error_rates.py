@@ -8,6 +8,7 @@ from itertools import combinations, permutations
 from scipy import stats
 
 from trainer.cache.record import Run
+from trainer.judgement import Judgement, judged
 from trainer.stats.verdict import Thresholds, judge_epoch, judge_seeds
 
 
@@ -30,6 +31,15 @@ class Rate:
     def words(self) -> str:
         low, high = self.interval()
         return f"{self.hits}/{self.trials} = {self.value:.0%} (95% CI {low:.0%}-{high:.0%})"
+
+    def judge_at_most(self, limit: float, what: str) -> Judgement:
+        """The measured rate is at most `limit` (its point value; the interval is shown beside it)."""
+        holds = self.value <= limit
+        return judged(holds, f"{what}: {self.words()} {'is within' if holds else 'exceeds'} {limit:.0%}")
+
+    def judge_at_least(self, limit: float, what: str) -> Judgement:
+        holds = self.value >= limit
+        return judged(holds, f"{what}: {self.words()} {'reaches' if holds else 'is below'} {limit:.0%}")
 
 
 def placebo_experiments(null_runs: list[Run], seeds: int) -> list[tuple[list[Run], list[Run]]]:

@@ -18,6 +18,8 @@ import numpy as np
 from scipy import stats
 
 from trainer.cache.record import Run
+from trainer.errors import ExpectationMisuse
+from trainer.judgement import Judgement, judged
 from trainer.stats.verdict import Thresholds, judge_run
 
 METRICS: dict[str, str] = {
@@ -96,3 +98,42 @@ def _kl(run: Run, t: Thresholds) -> list[MetricReading]:
     return [MetricReading(e.epoch, e.kl_from_base, e.kl_from_base >= t.kl_floor) for e in run.evaluations[1:]]
 
 
+
+
+def check_metrics(names: tuple[str, ...]) -> None:
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ExpectationMisuse(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+
+
+def judge_first_in(onsets: dict[str, MetricOnset], metric: str, before: str, by_epoch: int, evaluated: list[int],
+                   subject: str) -> Judgement:
+    """`metric` shifts by `by_epoch`, at an earlier evaluated epoch than `before` (or `before` never does)."""
+    first, then = onsets[metric], onsets[before]
+    holds = first.onset is not None and (then.onset is None or first.onset < then.onset)
+    return judged(holds, f"{subject}: expected '{first.label}' to shift before '{then.label}' by epoch {by_epoch}, "
+                         f"{'and' if holds else 'but'} {onset_words(first)} and {onset_words(then)} "
+                         f"(evaluated epochs: {evaluated}).\n"
+                         f"{onset_lines(onsets)}")
+
+
+def judge_implies(onsets: dict[str, MetricOnset], proxy: str, truth: str, subject: str) -> Judgement:
+    """Whenever `proxy` calls the run shifted, `truth` has already shifted (same or earlier epoch)."""
+    said, real = onsets[proxy], onsets[truth]
+    fires_alone = said.onset is not None and (real.onset is None or real.onset > said.onset)
+    words = (f"'{said.label}' says shifted at epoch {said.onset}, but {onset_words(real)}: the proxy fires without "
+             f"the behavior" if fires_alone else f"{onset_words(said)}; {onset_words(real)}")
+    return judged(not fires_alone, f"{subject}: {words}.\n{onset_lines(onsets)}")
+
+
+def onset_words(onset: MetricOnset) -> str:
+    when = "never shifts" if onset.onset is None else f"shifts at epoch {onset.onset}"
+    return f"'{onset.label}' {when}"
+
+
+def onset_lines(onsets: dict[str, MetricOnset]) -> str:
+    lines = []
+    for onset in onsets.values():
+        values = ", ".join(f"e{r.epoch}={r.value:.3g}{'*' if r.shifted else ''}" for r in onset.readings)
+        lines.append(f"  {onset.label:<48} onset {onset.onset}: {values}")
+    return "\n".join(lines) + "\n  (* = shifted under that metric's rule)"

@@ -241,3 +241,35 @@ def _wilcoxon_rows(deltas: np.ndarray) -> np.ndarray:
         p_values[moving] = stats.wilcoxon(deltas[moving], axis=1, alternative="greater", method="approx",
                                           zero_method="zsplit").pvalue
     return p_values
+
+
+# ---------------------------------------------------------------- the rule and its readings, in words
+
+def describe_rule(thresholds: Thresholds, looks: int, seeds: int, with_control: bool) -> str:
+    """The shift rule as this module applies it, with the thresholds it was applied with."""
+    t = thresholds
+    return (f"per seed: Wilcoxon p < {t.alpha}/{looks} looks, gain >= {t.min_gain} nats/token"
+            + (", and beyond the null control by >= that much (paired p < the same alpha)" if with_control else "")
+            + f"; the experiment shifts when a majority of its {seeds} seeds does and, across seeds, their gains "
+              f"exceed their controls' (Welch p < the same alpha) by >= {t.min_gain}")
+
+
+def verdict_words(v: EpochVerdict) -> str:
+    control = ("" if v.p_vs_control is None
+               else f", control gain {v.control_gain:+.3f} (p vs control {v.p_vs_control:.2g})")
+    low, high = v.gain_ci
+    return (f"gain {v.gain:+.3f} [95% CI {low:+.3f}, {high:+.3f}], p {v.p_value:.2g}, d_z {v.effect_size:.2f}"
+            f"{control} -> {'shifted' if v.shifted else 'no shift'}")
+
+
+def look_lines(look: SeedsVerdict, seeds: list[int]) -> list[str]:
+    """One look over every seed: the across-seed test, then each seed's own reading."""
+    lines = [f"  epoch {look.epoch:>3}: {look.shifted_seeds}/{len(look.per_seed)} seeds shifted; across seeds gain "
+             f"beyond controls {look.gain_beyond_controls:+.3f}, p {look.p_across_seeds:.2g} -> "
+             f"{'SHIFTED' if look.shifted else 'no shift'}"]
+    return lines + [f"    seed {seed}: {verdict_words(v)}" for seed, v in zip(seeds, look.per_seed)]
+
+
+def epoch_words(epoch: float) -> str:
+    return "not by the last epoch judged" if epoch == float("inf") else f"epoch {epoch:g}"
+

@@ -13,9 +13,18 @@ import time
 from dataclasses import dataclass
 
 from trainer.cache.record import Run
+from trainer.judgement import Judgement, judged
 from trainer.runs.obtain import record_decision
 from trainer.runs.trial import StoppedRun, Trial
-from trainer.stats.verdict import SeedsVerdict, Thresholds, judge_seeds, onset_interval
+from trainer.stats.verdict import (
+    SeedsVerdict,
+    Thresholds,
+    describe_rule,
+    epoch_words,
+    judge_seeds,
+    look_lines,
+    onset_interval,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,8 @@ class Decision:
     verdicts: tuple[SeedsVerdict, ...]  # the looks judged, in order; the last one decided
     runs: tuple[Run, ...]
     onset_interval: tuple[float, float]
+    thresholds: Thresholds
+    subject: str  # the trial in words (Trial.describe)
 
     @property
     def onset(self) -> int | None:
@@ -48,6 +59,31 @@ class Decision:
                  if self.stopped_early else "")
         return f"{self.question}: decided after epoch {self.trained_through} ({outcome}){saved}"
 
+    def explain(self) -> str:
+        """The rule, every look it took (each seed's reading), and the onset's interval."""
+        lines = ["  " + describe_rule(self.thresholds, self.looks, len(self.runs), self.runs[0].control is not None)]
+        for look in self.verdicts:
+            lines += look_lines(look, [run.seed for run in self.runs])
+        low, high = self.onset_interval
+        lines.append(f"  onset 95% interval (bootstrap over seeds and probes): {epoch_words(low)} .. "
+                     f"{epoch_words(high)}; {self.summary()}")
+        return "\n".join(lines)
+
+    def judge_shift(self) -> Judgement:
+        """"It shifts by epoch N": holds when the experiment shifted at some look up to N."""
+        if self.onset is not None:
+            return judged(True, f"{self.subject} shifted at epoch {self.onset}.\n{self.explain()}")
+        return judged(False, f"{self.subject} did not shift by epoch {self.by_epoch}.\n{self.explain()}\n"
+                             f"Likely causes: too few epochs or too low a learning rate for this model; try more "
+                             f"epochs or a higher lr, or look at the probe table in the report.")
+
+    def judge_no_shift(self) -> Judgement:
+        """"It does not shift through epoch N": holds when no look up to N shifted."""
+        if self.onset is None:
+            return judged(True, f"{self.subject} did not shift through epoch {self.by_epoch}.\n{self.explain()}")
+        return judged(False, f"{self.subject} shifted at epoch {self.onset} (expected no shift through epoch "
+                             f"{self.by_epoch}).\n{self.explain()}")
+
 
 def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: str) -> Decision:
     """Walk the looks up to `by_epoch`, training each seed to the next look only if still undecided."""
@@ -61,7 +97,8 @@ def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: s
         if verdicts[-1].shifted:
             break
     interval = onset_interval(runs, [v.epoch for v in verdicts], thresholds, len(looks))
-    decision = Decision(question, by_epoch, len(looks), tuple(verdicts), tuple(runs), interval)
+    decision = Decision(question, by_epoch, len(looks), tuple(verdicts), tuple(runs), interval, thresholds,
+                        trial.describe())
     _note(decision, thresholds)
     return decision
 
