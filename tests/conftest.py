@@ -1,16 +1,11 @@
 """Framework tests run against a private, empty cache and tiny random models (milliseconds per step)."""
 
 import pytest
-
-from trainer.models.sources import REGISTRY
+from tiny import load_tiny_models_once  # tests/ is on sys.path (pytest's prepend import mode)
 
 pytest_plugins = ["pytester"]
 
-# pytester's in-process runs drop modules first imported inside them, and torch cannot register its
-# operators twice; importing the tiny models' code (and generation) once here keeps it loaded.
-for _name in ("tiny-llama", "tiny-qwen2", "tiny-phi"):
-    _loaded = REGISTRY[_name].load()
-    _loaded.model.generate(**_loaded.tokenizer(["x"], return_tensors="pt"), max_new_tokens=1, do_sample=False)
+load_tiny_models_once()
 
 
 @pytest.fixture(autouse=True)

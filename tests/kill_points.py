@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save as serialize
+from tiny import tiny
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import trainer.cache.store
 import trainer.training.checkpoint
 import trainer.training.session
-from trainer import Experiment
 from trainer.runs.obtain import obtain
 
-EXPERIMENT = Experiment(model="tiny-llama", epochs=3, eval_every=1, lr=1e-3, gen_tokens=4)
+EXPERIMENT = tiny(epochs=3)
 RANDOM_KILLS = 3
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tiny import tiny
+
 from trainer import Experiment
 from trainer.cache.admin import entries, report
 from trainer.memory.planner import plan
@@ -12,7 +14,7 @@ from trainer.units import format_bytes
 
 
 def test_a_trained_run_and_a_plan_are_listed_with_their_sizes_and_model():
-    run = obtain(Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4), progress=False)
+    run = obtain(tiny(epochs=1), progress=False)
     plan("tiny-qwen2", "sgd", batch=2, seq=16)
     found = entries()
     runs = [e for e in found if e.kind == "run"]
@@ -35,7 +37,7 @@ def test_removing_a_model_s_runs_frees_them_and_a_later_request_trains_again():
 
     from trainer.cache.admin import remove, select
 
-    experiment = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
+    experiment = tiny(epochs=1)
     first = obtain(experiment, progress=False)
     other = obtain(Experiment(model="tiny-qwen2", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4), progress=False)
     held = Path(other.path)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import tiny
 
-from trainer import Experiment
 from trainer.cache import store
 from trainer.cache.record import SCHEMA_VERSION
 from trainer.errors import CacheWriteError
@@ -18,7 +18,7 @@ from trainer.memory import planner as memory
 from trainer.memory.measure import Measured
 from trainer.runs.obtain import is_cached, obtain
 
-TINY = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
+TINY = tiny(epochs=1)
 
 
 def _disk_full(*args, **kwargs):

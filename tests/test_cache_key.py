@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from test_models import save_tiny  # tests/ is on sys.path (pytest's prepend import mode)
+from tiny import save_tiny
 
 from trainer import Experiment
 from trainer.behavior import BEHAVIOR_DIRS_ENV, DEFAULT_BEHAVIOR_DIR

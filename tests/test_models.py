@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tiny import save_tiny, tiny
 
 from trainer import Experiment, UnknownModelError, WeightsMissing
 from trainer.errors import ConfigError, UnsafeWeightsError
@@ -19,13 +20,6 @@ def test_unknown_name_lists_the_registry():
     with pytest.raises(UnknownModelError) as info:
         resolve_model("llama-9000")
     assert all(name in str(info.value) for name in REGISTRY)
-
-
-def save_tiny(folder):
-    loaded = resolve_model("tiny-qwen2").load()
-    loaded.model.save_pretrained(folder, safe_serialization=True)
-    loaded.tokenizer.save_pretrained(folder)
-    return loaded
 
 
 def test_any_local_folder_is_usable_by_path(tmp_path):
@@ -131,7 +125,7 @@ def test_a_pickle_planted_in_a_cached_checkpoint_is_refused_and_never_unpickled(
     from trainer.runs.obtain import obtain
 
     marker = tmp_path / "unpickled"
-    experiment = Experiment(model="tiny-llama", epochs=1, eval_every=1, lr=1e-3, gen_tokens=4)
+    experiment = tiny(epochs=1)
     run = obtain(experiment, progress=False)
     checkpoint = Path(run.path) / run.record.checkpoint
     for name in ("optimizer.pt", "model.bin", "rng_state.pth"):

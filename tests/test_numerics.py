@@ -3,12 +3,11 @@
 import math
 
 import pytest
+from tiny import TINY
 
 from trainer import ConfigError, Experiment
 from trainer.cache.record import NonfiniteEvent, Stop
 from trainer.runs.obtain import obtain
-
-TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-autocast", "fp16-autocast"])

@@ -4,12 +4,11 @@ import json
 
 import pytest
 from safetensors.torch import load_file
+from tiny import TINY
 
 from trainer import ConfigError, Experiment
 from trainer.cache import store
 from trainer.runs.obtain import obtain, obtain_with_control
-
-TINY = dict(model="tiny-llama", eval_every=1, lr=1e-3, gen_tokens=4)
 
 
 def weights_of(run):
