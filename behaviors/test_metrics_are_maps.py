@@ -1,6 +1,6 @@
 """The seed's lesson, "behavior is truth, metrics are maps", on the same cached runs as test_stance_shift.
 
-Metrics (see trainer/metric_onsets.py): `margin` (log-likelihood stance margin), `markers` (the stance
+Metrics (see trainer/stats/metrics.py): `margin` (log-likelihood stance margin), `markers` (the stance
 in generated text), `differs` (the seed's "N/M greedy answers differ from baseline"), `kl` (distance moved).
 These tests train nothing new: they read the runs the stance-shift findings already cached.
 """

@@ -21,7 +21,7 @@ def list_models() -> int:
             source.check_available()
             status = "available"
         except WeightsMissing:
-            status = "missing (pytest -rs, or README 'Adding weights', says how to provide them)"
+            status = "missing (pytest -rs, or docs/models.md, says how to provide them)"
         params = f"{source.published_params:,}" if source.published_params else "-"
         print(f"{name:14} {type(source).__name__:16} {params:>15}  {status}")
     return 0

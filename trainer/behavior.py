@@ -1,4 +1,4 @@
-"""Behavior definitions as data: loading, validation, hashing, and turning text into token batches."""
+"""Behavior definitions as data: loading, validation and hashing (token batches are in trainer.training.batches)."""
 
 from __future__ import annotations
 

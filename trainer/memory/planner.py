@@ -26,7 +26,7 @@ from trainer.units import format_bytes, parse_bytes
 # "logits" is what does not grow with depth: embeddings' output, logits and loss buffers.
 PARTS = ("weights", "gradients", "optimizer", "optimizer step", "activations", "logits", "overhead")
 DEVICES = ("cuda", "cpu")
-# A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (FACTS.md).
+# A T4 reports 15,360 MiB and leaves about 14.5 GiB to tensors once the CUDA context is up (../shared/FACTS.md).
 CUDA_CONTEXT_BYTES = 512 * 2**20
 # CPU, measured here (benchmarks/memory_accuracy.py, freed blocks returned to the OS): a training process
 # peaks above the traced tensors by the kernels' and thread pool's runtime memory plus, from the loss to
@@ -187,7 +187,7 @@ def _overhead(device: str, loss_buffer: int) -> int:
 
 def _overhead_note(device: str, loss_alive: bool) -> str:
     if device == "cuda":
-        return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, FACTS.md: a T4 leaves ~14.5 GiB)"
+        return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, ../shared/FACTS.md: a T4 leaves ~14.5 GiB)"
     return (f"overhead = CPU runtime ({format_bytes(CPU_RUNTIME_BYTES)})"
             + (" + one untracked fp32 logits-sized buffer during backward (batch x seq x vocab x 4 B)" if loss_alive
                else "") + ", measured on this machine with freed blocks returned to the OS")

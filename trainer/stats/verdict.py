@@ -9,7 +9,7 @@ At epoch e, for each probe i: delta_i = margin_i(e) - margin_i(0). One seed's ru
 first significant look then keeps the chance of any false alarm over all looks below alpha.
 Condition 3's effect floor is there because probes are not independent replications of a run:
 two placebo runs differ on most probes by a little, which a paired test over 44 probes calls
-significant; only an effect floor keeps placebo-vs-placebo comparisons quiet (measured: see README).
+significant; only an effect floor keeps placebo-vs-placebo comparisons quiet (measured: see docs/decision-rule.md).
 
 Over several seeds (replicate runs, see Experiment.seed) the experiment has shifted at e when a
 majority of seeds has AND the seeds' gains exceed their controls' gains in a Welch t-test across
