@@ -187,7 +187,7 @@ def _overhead(device: str, loss_buffer: int) -> int:
 
 def _overhead_note(device: str, loss_alive: bool) -> str:
     if device == "cuda":
-        return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}, ../shared/FACTS.md: a T4 leaves ~14.5 GiB)"
+        return f"overhead = CUDA context ({format_bytes(CUDA_CONTEXT_BYTES)}; a T4 leaves ~14.5 GiB to tensors)"
     return (f"overhead = CPU runtime ({format_bytes(CPU_RUNTIME_BYTES)})"
             + (" + one untracked fp32 logits-sized buffer during backward (batch x seq x vocab x 4 B)" if loss_alive
                else "") + ", measured on this machine with freed blocks returned to the OS")
