@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -35,7 +34,9 @@ def main() -> int:
     if args.from_cache:
         print(json.dumps(_from_cache(args.by_epoch), indent=2))
         return 0
-    shared_models = Path(os.environ.get("FT_CACHE_DIR", Path.home() / ".cache" / "finetune-behaviors"))
+    from trainer import settings
+
+    shared_models = settings.active().cache_root()
     results = {"model": args.model, "lr": args.lr, "by_epoch": args.by_epoch, "seeds": args.seeds}
     for variant in ("early", "full"):
         results[variant] = _measure(variant, args, shared_models)
@@ -73,7 +74,9 @@ def _measure(variant: str, args, shared_models: Path) -> dict:
     for folder in ("models", "fingerprints", "gguf"):  # reuse converted weights; runs and baselines start empty
         if (shared_models / folder).is_dir():
             (cache / folder).symlink_to(shared_models / folder)
-    os.environ["FT_CACHE_DIR"] = str(cache)
+    from trainer import settings
+
+    settings.use(settings.Settings(cache_dir=str(cache)))
     from trainer.experiment import Experiment
     from trainer.runs.trial import Trial
     from trainer.stats.verdict import Thresholds, judge_seeds

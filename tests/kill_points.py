@@ -27,6 +27,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 import trainer.cache.store
 import trainer.training.checkpoint
 import trainer.training.session
+from trainer import settings
 from trainer.runs.obtain import obtain
 
 EXPERIMENT = tiny(epochs=3)
@@ -100,7 +101,7 @@ POINTS: dict[str, Callable[[], None]] = {
 
 
 def train_in(cache: Path) -> None:
-    os.environ["FT_CACHE_DIR"] = str(cache)
+    settings.use(settings.Settings(cache_dir=str(cache)))
     obtain(EXPERIMENT, progress=False)
 
 

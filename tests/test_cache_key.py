@@ -42,6 +42,10 @@ OUTCOME_FIELDS = {
     "generate": st.booleans(),
     "precision": st.sampled_from(["fp32", "bf16-autocast"]),
     "method": st.sampled_from([LoRA(rank=4), LoRA(rank=8, targets=("q_proj",)), Unfreeze((0,)), Unfreeze((1,))]),
+    "optimizer": st.sampled_from(["sgd", "adafactor"]),
+    "checkpointing": st.just(True),
+    "grad_scaler": st.booleans(),
+    "on_nonfinite": st.just("continue"),
 }
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 BASE = Experiment(model="tiny-llama", epochs=2)
@@ -104,7 +108,7 @@ def test_every_module_that_decides_a_run_s_numbers_is_in_the_key(tmp_path):
             "training/batches.py", "training/checkpoint.py", "training/diagnostics.py",
             "models/sources.py"} <= names
     original = source_digest(packages)
-    assert original == run_keys.CODE_VERSION, "the copy's digest is the running code's"
+    assert original == source_digest(run_keys.OUTCOME_PACKAGES), "the copy's digest is the checkout's"
     for path in modules:
         text = path.read_text()
         path.write_text(text + "\n# an edit\n")
@@ -127,6 +131,22 @@ def test_a_code_edit_changes_the_key_and_a_validation_message_does_not(tmp_path)
     loop_py = copy_root / "trainer" / "training" / "loop.py"
     loop_py.write_text(loop_py.read_text().replace("model.train()", "model.train()  # edited", 1))
     assert _key_in(copy_root) != original, "a change in the training loop must change the key"
+
+
+@pytest.mark.parametrize("path, old, new", [
+    ("experiment.py", "range(0, self.epochs + 1, self.eval_every)", "range(0, self.epochs + 1, self.eval_every or 1)"),
+    ("experiment.py", 'return self.precision == "fp16-autocast" if', 'return self.precision in ("fp16-autocast",) if'),
+    ("behavior.py", 'train=tuple(Example(**e) for e in doc["train"])',
+     'train=tuple(Example(**e) for e in doc["train"][:])'),
+])
+def test_logic_outside_the_packages_that_decides_numbers_is_in_the_key(tmp_path, path, old, new):
+    """Which epochs are probed, when the scaler is on, which rows are trained on: edited, the key moves."""
+    copy_root = _tree_copy(tmp_path)
+    original = _key_in(copy_root)
+    module = copy_root / "trainer" / path
+    assert old in module.read_text()
+    module.write_text(module.read_text().replace(old, new))
+    assert _key_in(copy_root) != original
 
 
 def _string_leaves(doc, path=()):

@@ -1,5 +1,7 @@
 """Early decision over replicate seeds, on tiny models: stop once decided, same answer, resumable."""
 
+from tiny import TINY as TINY_MODEL_RUN
+
 from trainer import Experiment
 from trainer.behavior import load_behavior
 from trainer.runs.obtain import decisions, obtain
@@ -8,7 +10,7 @@ from trainer.stats.verdict import Thresholds, judge_seeds
 from trainer.studies.early_decision import first_shift
 from trainer.training.batches import training_examples
 
-TINY = dict(model="tiny-llama", eval_every=2, lr=1e-3, gen_tokens=4, epochs=6)
+TINY = {**TINY_MODEL_RUN, "eval_every": 2, "epochs": 6}
 LOOSE = Thresholds(min_gain=0.01)
 
 

@@ -2,13 +2,14 @@
 
 import pytest
 from safetensors.torch import load_file
+from tiny import TINY as TINY_MODEL_RUN
 
 from trainer import ConfigError, Experiment
 from trainer.cache.record import TopLayer
 from trainer.experiment import LoRA, Unfreeze
 from trainer.runs.obtain import obtain
 
-TINY = dict(model="tiny-llama", eval_every=1, lr=1e-2, gen_tokens=4, generate=False)
+TINY = {**TINY_MODEL_RUN, "lr": 1e-2, "generate": False}
 
 
 def saved_tensors(run) -> dict:

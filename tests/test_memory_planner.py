@@ -178,6 +178,13 @@ def test_plan_command_prints_the_recipes_asked_for_and_the_verdict():
     assert all(row.endswith("NO") for row in rows.values())  # the CUDA context alone is 512 MiB
 
 
+def test_plan_command_names_a_recipe_the_model_cannot_take_and_goes_on():
+    done = _cli("plan", "gemma3-270m", "--recipe", "amp-fp16", "--recipe", "sgd", "--batch", "1", "--seq", "8")
+    assert done.returncode == 0, done.stderr
+    assert "amp-fp16" in done.stdout and "not planned" in done.stdout and "overflows in fp16" in done.stdout
+    assert any(line.startswith("sgd ") for line in done.stdout.splitlines())
+
+
 def test_plan_command_refuses_a_budget_it_cannot_read():
     done = _cli("plan", "tiny-llama", "--budget", "fifteen")
     assert done.returncode == 2

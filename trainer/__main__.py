@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from trainer.cache.record import RunSummary
-from trainer.errors import SuiteError, WeightsMissing
+from trainer.errors import ConfigError, SuiteError, WeightsMissing
 from trainer.experiment import Experiment
 from trainer.models.sources import REGISTRY
 from trainer.runs.obtain import obtain_with_control
@@ -55,7 +55,11 @@ def plan_table(args: argparse.Namespace) -> int:
     print(f"{'recipe':24} " + " ".join(f"{short.get(part, part):>10}" for part in PARTS)
           + f" {'total':>11} {'host':>10}" + ("  fits" if budget else ""))
     for name in names:
-        planned = plan(args.model, name, batch=args.batch, seq=args.seq, device=args.device)
+        try:
+            planned = plan(args.model, name, batch=args.batch, seq=args.seq, device=args.device)
+        except ConfigError as refused:  # e.g. an fp16 recipe on a model that overflows in fp16
+            print(f"{name:24} not planned: {'; '.join(refused.problems)}")
+            continue
         cells = " ".join(f"{format_bytes(planned.device_parts[part]):>10}" for part in PARTS)
         host = format_bytes(planned.host_total) if planned.host_parts else "-"
         verdict = ("  yes" if planned.fits(budget) else "  NO") if budget else ""

@@ -87,6 +87,12 @@ def _load_behavior_file(path: str, _mtime_ns: int) -> Behavior:
     if problems:
         raise ConfigError(f"behavior file {path}", problems)
     canonical = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
+    return behavior_from_document(doc, hashlib.sha256(canonical).hexdigest(), path)
+
+
+def behavior_from_document(doc: dict, sha256: str, path: str) -> Behavior:
+    """Which parts of a validated file are the training data, the placebo set and the probes (this mapping
+    decides a run's numbers, so its source enters every run key; see trainer.runs.keys)."""
     return Behavior(
         name=doc["name"], version=doc["version"], description=doc.get("description", ""),
         prompt_template=doc["prompt_template"],
@@ -94,7 +100,7 @@ def _load_behavior_file(path: str, _mtime_ns: int) -> Behavior:
         control=tuple(Example(**e) for e in doc["control"]),
         probes=tuple(doc["probes"]), targets=tuple(doc["targets"]), contrasts=tuple(doc["contrasts"]),
         markers=tuple(doc["markers"]), neutral_prompts=tuple(doc["neutral_prompts"]),
-        sha256=hashlib.sha256(canonical).hexdigest(), path=path,
+        sha256=sha256, path=path,
     )
 
 
@@ -141,15 +147,4 @@ def _string_list_problems(value: object, key: str, minimum: int) -> list[str]:
     if len(set(value)) != len(value):
         return [f"'{key}' has duplicate entries"]
     return []
-
-
-# ---------------------------------------------------------------- text -> tokens
-
-
-
-
-
-
-
-
 

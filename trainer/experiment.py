@@ -84,7 +84,7 @@ NONFINITE_POLICIES: tuple[str, ...] = ("stop", "continue")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd", "adafactor", "adamw-8bit")
 OFFLOADS: tuple[str | None, ...] = (None, "plain", "streaming")
 # The fields that decide where a training step's bytes live (the memory planner's whole vocabulary).
-MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing")
+MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing", "clip")
 
 
 def method_from_fields(fields: dict) -> Method:

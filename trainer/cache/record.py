@@ -44,10 +44,12 @@ class StepStop:
 
 
 @dataclass(frozen=True)
-class Stop(StepStop):
-    """A run's stop, with the epoch it happened in."""
+class Stop:
+    """A run's stop: the step, why, and the epoch it happened in."""
 
-    epoch: int = 0
+    step: int
+    reason: str
+    epoch: int
 
 
 @dataclass
@@ -162,6 +164,11 @@ class RunRecord:
     def answers(self, epochs: int) -> bool:
         """Whether this record covers a request for `epochs`: it reached them, or stopped for good before."""
         return self.epochs_done >= epochs or self.stopped is not None
+
+
+def evaluation_from_json(data: dict) -> Evaluation:
+    """A typed evaluation (e.g. a cached baseline); RecordSchemaError when its fields are not this code's."""
+    return _build(Evaluation, data, "evaluation")
 
 
 def _build(kind: type, value: object, where: str):

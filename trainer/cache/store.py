@@ -28,6 +28,7 @@ from trainer.errors import CacheCorrupt, CacheWriteError
 CACHE_ENV = settings.CACHE_DIR_ENV
 MANIFEST = "manifest.json"
 RECORD = "record.json"
+DECISIONS = "decisions.json"  # beside a run's record: how questions about it were decided (not measured data)
 _CACHEDIR_TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# finetune-behaviors cache; safe to delete.\n"
 
 

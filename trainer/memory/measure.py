@@ -91,7 +91,7 @@ def measure(experiment: Experiment | str, recipe: str | None = None, *, batch: i
     """
     exp = experiment if isinstance(experiment, Experiment) else as_experiment(recipe or "fp32-adamw", experiment)
     request = {"model": exp.model, "recipe": name_of(exp), "memory": exp.memory_fields(), "lr": exp.lr,
-               "clip": exp.clip, "batch": batch, "seq": seq, "device": device,
+               "batch": batch, "seq": seq, "device": device,
                "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}
     path = cache_path("memory-measurements", request | {"release_freed": release_freed,
                                                         "config": architecture_of(exp.model).to_dict()},
@@ -133,7 +133,7 @@ def _experiment(request: dict) -> Experiment:
     """The Experiment a request describes (rebuilt in the fresh process from its JSON)."""
     memory = dict(request["memory"])
     memory["method"] = method_from_fields(memory["method"])
-    return Experiment(model=request["model"], lr=request["lr"], clip=request["clip"], **memory)
+    return Experiment(model=request["model"], lr=request["lr"], **memory)
 
 
 def _child(request: dict) -> dict:

@@ -2,7 +2,7 @@
 
 The device side comes from tracing real training steps of the architecture at 1 and 2 decoder layers
 (trainer.memory.trace, fake tensors: no weights, no memory) and extending every event to the full
-depth. The host side holds what an offload strategy moves there. Overheads that no trace sees are
+depth. The host side holds what an offload recipe moves there. Overheads that no trace sees are
 explicit and named: the CUDA context on a GPU, the allocator's slack on a CPU.
 """
 

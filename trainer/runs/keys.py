@@ -7,10 +7,12 @@ existing. Experiment fields enter as values, so editing a validation message kee
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
-from trainer.behavior import load_behavior
+from trainer.behavior import Behavior, behavior_from_document, load_behavior
 from trainer.cache.keys import content_key, library_versions, source_digest
+from trainer.cache.record import SCHEMA_VERSION
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 
@@ -20,8 +22,14 @@ OUTCOME_PACKAGES = (TRAINER / "training", TRAINER / "models")
 # Libraries whose version changes what a run measures.
 OUTCOME_LIBRARIES = ("torch", "transformers", "peft")
 
+# Outside those packages, the few functions whose logic (not messages) decides a run's numbers: which epochs
+# are probed and checkpointed, when the loss scaler is on, and which parts of a behavior file are trained on.
+OUTCOME_FUNCTIONS = (Experiment.evaluated_epochs, Experiment.uses_grad_scaler.fget, Behavior.examples,
+                     behavior_from_document)
+
 # Read once, at import: the key follows the code this process runs, even if files change under it.
-CODE_VERSION = source_digest(OUTCOME_PACKAGES)
+CODE_VERSION = content_key({"packages": source_digest(OUTCOME_PACKAGES),
+                            "functions": [inspect.getsource(f) for f in OUTCOME_FUNCTIONS]}, 16)
 
 
 def code_version() -> str:
@@ -37,6 +45,7 @@ def key_components(exp: Experiment) -> dict:
         "model_fingerprint": source.fingerprint(),
         "prompt_style": source.prompt_style,
         "behavior_sha256": behavior.sha256,
+        "grad_scaler_on": exp.uses_grad_scaler,  # resolved: None means "on for fp16-autocast only"
         "code_version": code_version(),
         **library_versions(OUTCOME_LIBRARIES),
     }
@@ -50,4 +59,4 @@ def baseline_key(components: dict) -> str:
     """Epoch-0 probes depend on the model, behavior, code, libraries and probe settings only, so a run
     and its null control (and any lr or seed) share one cached baseline."""
     shared = {k: v for k, v in components.items() if k != "experiment"}
-    return content_key(shared | {"gen_tokens": components["experiment"]["gen_tokens"]})
+    return content_key(shared | {"gen_tokens": components["experiment"]["gen_tokens"], "schema": SCHEMA_VERSION})

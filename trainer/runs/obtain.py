@@ -18,8 +18,6 @@ from trainer.models.sources import resolve_model
 from trainer.runs.keys import baseline_key, experiment_key, key_components
 from trainer.training.session import train_run
 
-DECISIONS = "decisions.json"  # beside the record: notes on how questions were decided, not part of what was measured
-
 
 def obtain(exp: Experiment, progress: bool = True) -> Run:
     """The run record for `exp`, through `exp.epochs`; trains only what the cache lacks."""
@@ -74,11 +72,11 @@ def record_decision(run: Run, entry: dict) -> None:
     10'). The record itself is what was measured, so it is never rewritten for a note."""
     folder = Path(run.path)
     with store.locked(folder.with_suffix(".lock")):
-        kept = [d for d in (store.read_record_or_quarantine(folder / DECISIONS) or {}).get("decisions", [])
+        kept = [d for d in (store.read_record_or_quarantine(folder / store.DECISIONS) or {}).get("decisions", [])
                 if d["question"] != entry["question"]]
-        store.write_record(folder / DECISIONS, {"decisions": kept + [entry]})
+        store.write_record(folder / store.DECISIONS, {"decisions": kept + [entry]})
 
 
 def decisions(run: Run) -> list[dict]:
     """The notes `record_decision` left beside a run's record."""
-    return (store.read_record_or_quarantine(Path(run.path) / DECISIONS) or {}).get("decisions", [])
+    return (store.read_record_or_quarantine(Path(run.path) / store.DECISIONS) or {}).get("decisions", [])

@@ -24,9 +24,9 @@ from trainer.errors import SuiteError
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.obtain import is_cached, obtain
+from trainer.training.loop import use_progress_row
 
 WORKERS_ENV = settings.PARALLEL_RUNS_ENV
-ROW_ENV = "FT_PROGRESS_ROW"  # which terminal row a worker's progress bar uses
 BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two AdamW moments, and room for activations
 _pool: tuple[int, ProcessPoolExecutor] | None = None
 
@@ -110,7 +110,7 @@ def _start_worker(threads: int, rows) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    os.environ[ROW_ENV] = str(rows.get())
+    use_progress_row(rows.get())
 
 
 def shutdown() -> None:

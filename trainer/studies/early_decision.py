@@ -114,7 +114,7 @@ def _check_not_stopped(runs: list[Run], epoch: int) -> None:
 
 
 def _note(decision: Decision, thresholds: Thresholds) -> None:
-    """Say how the question was decided, on stderr and in every seed's record."""
+    """Say how the question was decided, on stderr and beside every seed's record."""
     print(f"[finetune] {decision.runs[0].model}: {decision.summary()}", file=sys.stderr)
     entry = {"question": decision.question, "thresholds": thresholds.__dict__, "summary": decision.summary(),
              "onset": decision.onset, "trained_through": decision.trained_through,

@@ -1,5 +1,5 @@
-"""The training loop: AdamW over the parameters the method trains, gradient clipping, constant learning
-rate, deterministic order, one of four precisions, and a non-finite check at every step.
+"""The training loop: the experiment's optimizer over the parameters the method trains, gradient clipping,
+constant learning rate, deterministic order, one of four precisions, and a non-finite check at every step.
 
 Resuming is exact because nothing depends on the total number of epochs (constant lr, no
 schedule) and each epoch's shuffle and dropout RNG are seeded from (seed, epoch) alone.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +56,14 @@ class Precision:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device, dtype=self.autocast_dtype)
+
+
+PROGRESS_ROW = 0  # the terminal row of this process's progress bar (worker processes take one each)
+
+
+def use_progress_row(row: int) -> None:
+    global PROGRESS_ROW
+    PROGRESS_ROW = row
 
 
 AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
@@ -122,7 +129,7 @@ def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...
     label = f"fine-tune {exp.model} seed {exp.seed}" + (" (null control)" if exp.data == "control" else "")
     bar = tqdm(range(start_epoch + 1, exp.epochs + 1), desc=label, unit="epoch", initial=start_epoch,
                total=exp.epochs, disable=not progress, dynamic_ncols=True,
-               position=int(os.environ.get("FT_PROGRESS_ROW", 0)))  # side-by-side runs: one row each
+               position=PROGRESS_ROW)  # side-by-side runs: one row each
     for epoch in bar:
         started = time.perf_counter()
         log = train_one_epoch(model, optimizer, epoch_batches(tokenizer, fmt, examples, exp, epoch), exp, epoch,

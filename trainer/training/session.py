@@ -21,9 +21,11 @@ from trainer.cache.record import (
     LayerChanges,
     MethodInfo,
     ModelInfo,
+    RecordSchemaError,
     RunRecord,
     Stop,
     TopLayer,
+    evaluation_from_json,
 )
 from trainer.errors import CacheCorrupt, ConfigError
 from trainer.experiment import Experiment
@@ -33,6 +35,7 @@ from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.training.diagnostics import LayerWatch, top_layers
 from trainer.training.loop import optimizer_for, run_epochs
 from trainer.training.methods import decoder_layers, prepare, trained_layers
+from trainer.training.optim import make_optimizer
 from trainer.training.probe import neutral_logprobs, probe_model
 
 
@@ -54,8 +57,9 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     optimizer = optimizer_for(model, exp)
     start = _resume_point(folder, record, model, optimizer)
     if start == 0:
+        (folder / store.DECISIONS).unlink(missing_ok=True)  # notes about a record that is no longer there
         record = _new_record(exp, key, components, source, behavior, model)
-        record.evaluations = [Evaluation(epoch=0, **baseline)]
+        record.evaluations = [baseline]
     record.experiment["epochs"] = exp.epochs
     evaluated = set(exp.evaluated_epochs())
 
@@ -83,22 +87,30 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
 
 
 def _check_trainable_here(exp: Experiment) -> None:
-    """Offload is a recipe the planner reads; this trainer does not run it yet (accelerate's offload comes next)."""
+    """Recipes the planner reads but this trainer does not run: offload (accelerate's comes next) and 8-bit
+    AdamW (bitsandbytes is not installed). Refused before any model is loaded."""
+    if exp.optimizer == "adamw-8bit":
+        make_optimizer([], exp.optimizer, exp.lr)  # raises the ConfigError that names the fix
     if exp.offload is not None:
         raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
             "CPU offload can be planned (trainer.memory.plan) but not trained yet: training runs every tensor "
             "on one device; declare offload=None to train, or plan() the experiment to see where its bytes go"])
 
 
-def _baseline(path: Path, measure) -> dict:
-    """Epoch-0 probes, measured once per baseline key and shared by every run that has that key."""
+def _baseline(path: Path, measure) -> Evaluation:
+    """Epoch-0 probes, measured once per baseline key and shared by every run that has that key; a cached
+    one of another shape is moved aside and measured again."""
     with store.locked(path.with_suffix(".lock")):
         cached = store.read_record_or_quarantine(path)
         if cached is not None:
-            return cached
+            try:
+                return evaluation_from_json({"epoch": 0, **cached})
+            except RecordSchemaError as error:
+                print(f"[finetune] {path}: {error}; moved to {store.quarantine(path)} and measuring again",
+                      file=sys.stderr)
         result = measure()
         store.write_record(path, result)
-        return result
+        return evaluation_from_json({"epoch": 0, **result})
 
 
 def _resume_point(folder: Path, record: RunRecord | None, model, optimizer) -> int:
