@@ -11,7 +11,21 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from trainer.errors import ConfigError, SuiteError, UnknownModelError, WeightsMissing  # noqa: E402
-from trainer.experiment import Experiment, Full  # noqa: E402
+from trainer.errors import (  # noqa: E402
+    ConfigError,
+    ExpectationMisuse,
+    SuiteError,
+    UnknownModelError,
+    WeightsMissing,
+)
+from trainer.experiment import Experiment, Full, LoRA, Unfreeze  # noqa: E402
+from trainer.judgement import Judgement  # noqa: E402
+from trainer.settings import Settings  # noqa: E402
 
-__all__ = ["ConfigError", "Experiment", "Full", "SuiteError", "UnknownModelError", "WeightsMissing"]
+# The rest is imported from its sub-package, which loads torch only when needed:
+#   trainer.runs.obtain.obtain / obtain_with_control   a run's record, from the cache or trained
+#   trainer.runs.trial.Trial                             an experiment over seeds, each with its null control
+#   trainer.studies.early_decision.first_shift          the shift question, decided look by look
+#   trainer.memory.planner.plan, trainer.memory.measure.measure   memory plans and measured peaks
+__all__ = ["ConfigError", "Experiment", "ExpectationMisuse", "Full", "Judgement", "LoRA", "Settings", "SuiteError",
+           "Unfreeze", "UnknownModelError", "WeightsMissing"]
