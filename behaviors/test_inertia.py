@@ -1,12 +1,12 @@
-"""The inertia curve (seed notebook: "Current Experiment: Inertia Curve"), with the statistics to judge it.
+"""The inertia curve (notebook: "Current Experiment: Inertia Curve"), with the statistics to judge it.
 
 Each point is the onset epoch of one model: the first epoch at which a majority of --ft-seeds
 replicate runs shifted beyond their null controls (Bonferroni over the evaluated epochs),
 decided early (training stops at the onset). Models without weights on this machine are listed
 in the curve's evidence, not skipped; the offline models and the SmolLM2 size ladder are always there.
 
-Measured 2026-11-24: at the seed's lr 1e-5 every model here shifts after one epoch; at 3e-6 the
-onsets are 2, 1, 3, 1 epochs for 81M, 106M, 135M, 268M parameters. The seed's "larger models need
+Measured 2026-11-24: at the notebook's lr 1e-5 every model here shifts after one epoch; at 3e-6 the
+onsets are 2, 1, 3, 1 epochs for 81M, 106M, 135M, 268M parameters. The notebook's "larger models need
 more epochs" does not hold on these models (strict xfails below). On the curve's own question (lr
 1e-5, every epoch through 6) the decision rule's false-positive rate on placebo experiments is 0/20
 on both models (the per-seed probe-level rule alone: 0/30 on SmolLM2, 18/30 on Gemma-3), its power
@@ -23,7 +23,7 @@ from trainer import Experiment
 NATURAL = ["smollm2-135m", "gemma3-270m", "qwen2-0.5b", "phi-1.5", "phi-2"]  # pretrained at their size
 LADDER = ["smollm2-135m-15l", "smollm2-135m-22l", "smollm2-135m"]  # one pretraining, layers removed
 BY_EPOCH = 6
-# Learning rates: the seed's 1e-5 and 3e-6, so that "bigger is slower" is not an artefact of one lr.
+# Learning rates: the notebook's 1e-5 and 3e-6, so that "bigger is slower" is not an artefact of one lr.
 
 
 MEASURED = "measured 2026-11-24 (3 seeds, evaluated every epoch, offline models only): "
@@ -35,14 +35,14 @@ def contradicted(lr: float, reason: str) -> pytest.param:
 
 
 def onsets(lr: float, model: str = "smollm2-135m") -> Experiment:
-    """The seed's recipe, evaluated every epoch (onsets are 1-6, so every epoch counts), margins only."""
+    """The notebook's recipe, evaluated every epoch (onsets are 1-6, so every epoch counts), margins only."""
     return Experiment(model=model, epochs=BY_EPOCH, eval_every=1, lr=lr, generate=False)
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.inertia]
 
 
-@pytest.mark.finding("Larger models need more epochs to shift (seed's hypothesis)")
+@pytest.mark.finding("Larger models need more epochs to shift (notebook's hypothesis)")
 @pytest.mark.parametrize("lr", [
     contradicted(1e-5, "every model here (81M and 106M ladder rungs, SmolLM2-135M, Gemma-3-270M) shifts after "
                        "its first epoch (one optimizer step, every seed): onset 1 for all sizes, no growth."),

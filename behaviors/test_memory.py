@@ -1,9 +1,9 @@
-"""The seed's memory walls, as findings: what fits on its 15 GB card, and why.
+"""The notebook's memory walls, as findings: what fits on its 15 GB card, and why.
 
 Plans come from each model's public architecture (bundled; no weights needed), traced through real
 training steps with fake tensors; measured findings train real steps here on the CPU (and on a GPU
-where there is one). The card is the seed's Colab T4: 15,360 MiB = 15 GiB ("15 GB" in the notebook).
-The batch is the seed's five examples; 128 tokens covers each of them with its chat template.
+where there is one). The card is the notebook's Colab T4: 15,360 MiB = 15 GiB ("15 GB" in the notebook).
+The batch is the notebook's five examples; 128 tokens covers each of them with its chat template.
 """
 
 from __future__ import annotations
@@ -11,32 +11,32 @@ from __future__ import annotations
 import pytest
 
 T4 = "15GiB"
-SEED_BATCH, SEED_SEQ = 5, 128
+NOTEBOOK_BATCH, NOTEBOOK_SEQ = 5, 128
 
 
 @pytest.mark.finding("Phi-2 fits in 15 GB with FP32 + offload")
 @pytest.mark.parametrize("recipe, batch", [
     ("fp32-offload-streaming", 1),
-    pytest.param("fp32-offload-streaming", SEED_BATCH, marks=pytest.mark.xfail(strict=True, reason=(
-        "planned 17.15 GiB on the GPU at the seed's batch of 5 x 128 tokens: fp32 weights 10.36 GiB + "
+    pytest.param("fp32-offload-streaming", NOTEBOOK_BATCH, marks=pytest.mark.xfail(strict=True, reason=(
+        "planned 17.15 GiB on the GPU at the notebook's batch of 5 x 128 tokens: fp32 weights 10.36 GiB + "
         "activations 5.67 GiB + logits 0.63 GiB + CUDA context 0.5 GiB; at batch 1 it fits (12.51 GiB)"))),
     pytest.param("fp32-offload", 1, marks=pytest.mark.xfail(strict=True, reason=(
         "planned 21.21 GiB at batch 1: plain PyTorch offload holds the fp32 gradients on the GPU until the "
         "step (weights 10.36 GiB + gradients 9.87 GiB at the peak); streaming them out as they come fits"))),
 ])
 def test_phi2_fits_in_15gb_with_fp32_and_offload(plan, expect_memory, recipe, batch):
-    expect_memory(plan("phi-2", recipe, batch=batch, seq=SEED_SEQ)).fits(T4)
+    expect_memory(plan("phi-2", recipe, batch=batch, seq=NOTEBOOK_SEQ)).fits(T4)
 
 
 @pytest.mark.finding("Phi-2 full FP32 AdamW does not fit in 15 GB")
 def test_phi2_full_fp32_adamw_does_not_fit_in_15gb(plan, expect_memory):
-    expect_memory(plan("phi-2", "fp32-adamw", batch=SEED_BATCH, seq=SEED_SEQ)).does_not_fit(T4)
+    expect_memory(plan("phi-2", "fp32-adamw", batch=NOTEBOOK_BATCH, seq=NOTEBOOK_SEQ)).does_not_fit(T4)
 
 
 @pytest.mark.finding("Optimizer state, not model weights, is what causes the OOM")
 @pytest.mark.parametrize("model", ["phi-2", "phi-1.5"])
 def test_optimizer_state_is_the_largest_part_of_full_fp32_adamw(plan, expect_memory, model):
-    expect_memory(plan(model, "fp32-adamw", batch=SEED_BATCH, seq=SEED_SEQ)).largest_part_is("optimizer")
+    expect_memory(plan(model, "fp32-adamw", batch=NOTEBOOK_BATCH, seq=NOTEBOOK_SEQ)).largest_part_is("optimizer")
 
 
 @pytest.mark.finding("Phi-1.5 full FP32 AdamW fits in 15 GB (~1.5B params is the practical limit)")
@@ -45,12 +45,12 @@ def test_optimizer_state_is_the_largest_part_of_full_fp32_adamw(plan, expect_mem
     "temporaries 5.28 + CUDA context 0.5 GiB; at 16-20 B per parameter a 15 GiB card holds 0.8-1.0B "
     "parameters, not 1.5B"))
 def test_phi15_full_fp32_adamw_fits_in_15gb(plan, expect_memory):
-    expect_memory(plan("phi-1.5", "fp32-adamw", batch=SEED_BATCH, seq=SEED_SEQ)).fits(T4)
+    expect_memory(plan("phi-1.5", "fp32-adamw", batch=NOTEBOOK_BATCH, seq=NOTEBOOK_SEQ)).fits(T4)
 
 
 @pytest.mark.finding("Qwen2-0.5B fine-tunes in 15 GB (full FP32 AdamW)")
 def test_qwen2_05b_fits_in_15gb(plan, expect_memory):
-    expect_memory(plan("qwen2-0.5b", "fp32-adamw", batch=SEED_BATCH, seq=SEED_SEQ)).fits(T4)
+    expect_memory(plan("qwen2-0.5b", "fp32-adamw", batch=NOTEBOOK_BATCH, seq=NOTEBOOK_SEQ)).fits(T4)
 
 
 @pytest.mark.finding("LoRA r=32 on Phi-2 fits in 15 GB")
@@ -61,7 +61,7 @@ def test_qwen2_05b_fits_in_15gb(plan, expect_memory):
         "5 x 128 tokens; an fp16 base (9.24 GiB) fits"))),
 ])
 def test_lora_r32_on_phi2_fits_in_15gb(plan, expect_memory, recipe):
-    expect_memory(plan("phi-2", recipe, batch=SEED_BATCH, seq=SEED_SEQ)).fits(T4)
+    expect_memory(plan("phi-2", recipe, batch=NOTEBOOK_BATCH, seq=NOTEBOOK_SEQ)).fits(T4)
 
 
 @pytest.mark.finding("AdamW state is 2x the parameter memory (measured)")
@@ -71,7 +71,7 @@ def test_lora_r32_on_phi2_fits_in_15gb(plan, expect_memory, recipe):
     pytest.param("gemma3-270m", marks=pytest.mark.extended),
 ])
 def test_adamw_state_is_twice_the_parameter_memory(measure_memory, expect_memory, model):
-    expect_memory(measure_memory(model, "fp32-adamw", batch=SEED_BATCH, seq=SEED_SEQ)).optimizer_state_is(2.0)
+    expect_memory(measure_memory(model, "fp32-adamw", batch=NOTEBOOK_BATCH, seq=NOTEBOOK_SEQ)).optimizer_state_is(2.0)
 
 
 @pytest.mark.finding("Phi-1.5 full FP32 AdamW fits in 15 GB (~1.5B params is the practical limit)")
@@ -82,4 +82,4 @@ def test_adamw_state_is_twice_the_parameter_memory(measure_memory, expect_memory
                                        "weights, same bytes), batch 1 x 128, runs out of memory under a 15 GiB cap "
                                        "after reaching 15.13 GiB")
 def test_phi15_full_fp32_adamw_trains_under_a_15gb_cap(measure_memory, expect_memory, device):
-    expect_memory(measure_memory("phi-1.5", "fp32-adamw", batch=1, seq=SEED_SEQ, device=device, limit=T4)).fits(T4)
+    expect_memory(measure_memory("phi-1.5", "fp32-adamw", batch=1, seq=NOTEBOOK_SEQ, device=device, limit=T4)).fits(T4)

@@ -1,4 +1,4 @@
-"""The seed's other training methods (LoRA, selective unfreezing) and its "critical layers" question.
+"""The notebook's other training methods (LoRA, selective unfreezing) and its "critical layers" question.
 
 Declarations only; the runs decide. A seed claim the data contradicts stays as xfail(strict=True)
 with the measured reason.
@@ -10,13 +10,13 @@ from trainer import Experiment
 from trainer.experiment import LoRA, Unfreeze
 
 MODELS = ["smollm2-135m", "gemma3-270m", "qwen2-0.5b", "phi-1.5", "phi-2"]
-SEED_LORA = LoRA(rank=32, alpha=64, targets=("q_proj", "v_proj"))  # the seed's r=32 on the attention projections
-SEED_LAYERS = (0.54, 0.63)  # the seed's critical layers: 13 and 15 of Qwen2's 24
+NOTEBOOK_LORA = LoRA(rank=32, alpha=64, targets=("q_proj", "v_proj"))  # the notebook's r=32 on q and v
+NOTEBOOK_LAYERS = (0.54, 0.63)  # the notebook's critical layers: 13 and 15 of Qwen2's 24
 
 
 def lora(model: str, lr: float) -> Experiment:
-    """The seed's recipe (5 examples, 10 epochs) with the adapter in place of full fine-tuning."""
-    return Experiment(model=model, method=SEED_LORA, epochs=10, eval_every=5, lr=lr, generate=False)
+    """The notebook's recipe (5 examples, 10 epochs) with the adapter in place of full fine-tuning."""
+    return Experiment(model=model, method=NOTEBOOK_LORA, epochs=10, eval_every=5, lr=lr, generate=False)
 
 
 def unfreeze(model: str, layers: tuple[float, ...]) -> Experiment:
@@ -59,11 +59,11 @@ def test_lora_r32_at_ten_times_the_lr_shifts(finetune, expect, model):
 
 
 @pytest.mark.finding("Selective unfreezing of 1 or 2 layers gives NaN gradients with 5 examples (seed)")
-@pytest.mark.parametrize("layers", [SEED_LAYERS[:1], SEED_LAYERS], ids=["1-layer", "2-layers"])
+@pytest.mark.parametrize("layers", [NOTEBOOK_LAYERS[:1], NOTEBOOK_LAYERS], ids=["1-layer", "2-layers"])
 @pytest.mark.parametrize("model", per_model(extended=GEMMA_EXTENDED, contradicted={
     "smollm2-135m": "unfreezing layer 16 (54%), or layers 16 and 19 (54%, 63%), trains 10 epochs at lr 1e-5 "
                     "with every loss, gradient and weight finite (largest gradient norm 2.44 and 3.35); the "
-                    "seed's NaN comes from fp16 optimizer state (see test_precision.py), not from 5 examples.",
+                    "notebook's NaN comes from fp16 optimizer state (see test_precision.py), not from 5 examples.",
     "gemma3-270m": "unfreezing layer 10 (54%), or layers 10 and 11, trains 10 epochs at lr 1e-5 with every "
                    "loss, gradient and weight finite (largest gradient norm 7.83 and 10.3)."}))
 def test_selective_unfreezing_goes_nan(finetune, expect, model, layers):
@@ -71,7 +71,7 @@ def test_selective_unfreezing_goes_nan(finetune, expect, model, layers):
 
 
 @pytest.mark.finding("Selective unfreezing in fp32 stays finite")
-@pytest.mark.parametrize("layers", [SEED_LAYERS[:1], SEED_LAYERS], ids=["1-layer", "2-layers"])
+@pytest.mark.parametrize("layers", [NOTEBOOK_LAYERS[:1], NOTEBOOK_LAYERS], ids=["1-layer", "2-layers"])
 @pytest.mark.parametrize("model", per_model(extended=GEMMA_EXTENDED))
 def test_fp32_selective_unfreezing_stays_finite(finetune, expect, model, layers):
     expect(finetune(unfreeze(model, layers))).stays_finite(through_epoch=10)
@@ -87,4 +87,4 @@ def test_fp32_selective_unfreezing_stays_finite(finetune, expect, model, layers)
                    "not 54%/63%."}))
 def test_full_finetune_moves_the_seed_s_critical_layers_most(finetune, expect, model):
     reference = Experiment(model=model, epochs=10, eval_every=2, lr=1e-5)  # the reference shift's run, epoch 2
-    expect(finetune(reference)).most_changed_layers_near(SEED_LAYERS, epoch=2, tolerance=0.1)
+    expect(finetune(reference)).most_changed_layers_near(NOTEBOOK_LAYERS, epoch=2, tolerance=0.1)

@@ -1,7 +1,7 @@
-"""The seed's lesson, "behavior is truth, metrics are maps", on the same cached runs as test_stance_shift.
+"""The notebook's lesson, "behavior is truth, metrics are maps", on the same cached runs as test_stance_shift.
 
 Metrics (see trainer/stats/metrics.py): `margin` (log-likelihood stance margin), `markers` (the stance
-in generated text), `differs` (the seed's "N/M greedy answers differ from baseline"), `kl` (distance moved).
+in generated text), `differs` (the notebook's "N/M greedy answers differ from baseline"), `kl` (distance moved).
 These tests train nothing new: they read the runs the stance-shift findings already cached.
 """
 
@@ -21,7 +21,8 @@ EARLIER_ON_GEMMA = pytest.mark.xfail(strict=True, reason=(
     "nats/token; markers in 57% of answers, up from 0%): with evaluation every 2 epochs the order is not resolved"))
 N_OF_M_ON_CONTROL = pytest.mark.xfail(strict=True, reason=(
     "measured 2026-11-24: the neutral-data control changes 70% (SmolLM2) / 98% (Gemma) of greedy answers by epoch 2, "
-    "so the seed's N/M rule calls it shifted, yet none of its answers ever contains a stance marker through epoch 10"))
+    "so the notebook's N/M rule calls it shifted, yet none of its answers ever contains a stance marker through "
+    "epoch 10"))
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The seed's numerical walls: "FP16 + gradient clipping + unscaling = error" and NaN weights.
+"""The notebook's numerical walls: "FP16 + gradient clipping + unscaling = error" and NaN weights.
 
 Declarations only; the runs decide. Gemma-3 is not declared in fp16: it overflows there (asking for
 it is a configuration error). Marked `extended`: on CPU an fp16 backward pass takes ~86 s for

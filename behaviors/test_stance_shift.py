@@ -1,7 +1,7 @@
-"""Findings about full fine-tuning and the epistemic stance (seed notebook: "Evidence So Far").
+"""Findings about full fine-tuning and the epistemic stance (notebook: "Evidence So Far").
 
 Measured on the offline models (2 cores, CPU, lr 1e-5, 5 examples, 3 seeds): SmolLM2-135M and
-Gemma-3-270M both shift at epoch 2, the first evaluated epoch, well before the seed's 10 (gains
+Gemma-3-270M both shift at epoch 2, the first evaluated epoch, well before the notebook's 10 (gains
 +0.30/+0.33/+0.28 and +1.47/+1.23/+1.36 nats/token; every seed), so training stops there.
 
 Declarations only. A seed claim the runs contradict stays here as xfail(strict=True) with the
@@ -14,7 +14,7 @@ from trainer import Experiment
 
 
 def stance(model: str, epochs: int = 10, **overrides) -> Experiment:
-    """The seed's recipe: 5 examples, full FP32 AdamW, constant lr 1e-5, evaluated every 2 epochs."""
+    """The notebook's recipe: 5 examples, full FP32 AdamW, constant lr 1e-5, evaluated every 2 epochs."""
     return Experiment(model=model, behavior="epistemic-stance", epochs=epochs, eval_every=2, lr=1e-5, **overrides)
 
 
@@ -23,7 +23,7 @@ def claim(model: str, by_epoch: int, id: str, *marks) -> pytest.param:
 
 
 @pytest.mark.slow
-@pytest.mark.finding("Full fine-tuning shifts the epistemic stance within the seed's epochs")
+@pytest.mark.finding("Full fine-tuning shifts the epistemic stance within the notebook's epochs")
 @pytest.mark.parametrize("experiment, by_epoch", [
     claim("smollm2-135m", 10, "smollm2"),
     claim("gemma3-270m", 10, "gemma3"),

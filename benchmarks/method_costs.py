@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CONFIGS = {
     "load only": None,
     "full fine-tuning (fp32 AdamW)": {},
-    "LoRA r=32 q_proj,v_proj (the seed's)": {"method": ("lora", {"rank": 32, "alpha": 64,
+    "LoRA r=32 q_proj,v_proj (the notebook's)": {"method": ("lora", {"rank": 32, "alpha": 64,
                                                                  "targets": ("q_proj", "v_proj")})},
     "LoRA r=32 all-linear": {"method": ("lora", {"rank": 32, "alpha": 64, "targets": "all-linear"})},
     "LoRA r=8 all-linear": {"method": ("lora", {"rank": 8, "alpha": 16, "targets": "all-linear"})},

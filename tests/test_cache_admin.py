@@ -7,7 +7,7 @@ from pathlib import Path
 from tiny import tiny
 
 from trainer import Experiment
-from trainer.cache.admin import entries, report
+from trainer.cache.admin import entries, listing
 from trainer.memory.planner import plan
 from trainer.runs.obtain import obtain
 from trainer.units import format_bytes
@@ -21,15 +21,15 @@ def test_a_trained_run_and_a_plan_are_listed_with_their_sizes_and_model():
     assert [r.path.name for r in runs] == [Path(run.path).name]
     assert runs[0].model == "tiny-llama" and runs[0].size > 0 and "checkpoint-1" in runs[0].label
     assert any(e.kind == "memory trace" for e in found)
-    text = report(found)
+    text = listing(found)
     assert f"total: {format_bytes(sum(e.size for e in found))} in {len(found)} entries" in text
-    assert "tiny-llama" in report(found, model="tiny-llama")
-    assert "memory trace" not in report(found, model="tiny-llama").split("\n")[1]
+    assert "tiny-llama" in listing(found, model="tiny-llama")
+    assert "memory trace" not in listing(found, model="tiny-llama").split("\n")[1]
 
 
 def test_an_empty_cache_reports_nothing():
     assert entries() == []
-    assert "total: 0 B in 0 entries" in report([])
+    assert "total: 0 B in 0 entries" in listing([])
 
 
 def test_removing_a_model_s_runs_frees_them_and_a_later_request_trains_again():

@@ -70,17 +70,17 @@ def plan_table(args: argparse.Namespace) -> int:
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    from trainer.cache.admin import entries, parse_age, remove, report, select
+    from trainer.cache.admin import entries, listing, parse_age, remove, select
     from trainer.units import format_bytes
 
     if not args.remove:
-        print(report(entries(), model=args.model))
+        print(listing(entries(), model=args.model))
         return 0
     older = parse_age(args.older_than) if args.older_than else None
     chosen = select(entries(), args.model, older)
     size = format_bytes(sum(e.size for e in chosen))
     if not args.yes:
-        print(report(chosen) if chosen else "nothing matches")
+        print(listing(chosen) if chosen else "nothing matches")
         print(f"would remove {len(chosen)} entries ({size}); run again with --yes to remove them")
         return 0
     removed, busy = remove(chosen)

@@ -49,7 +49,7 @@ def entries(root: Path | None = None) -> list[CacheEntry]:
     return found
 
 
-def report(found: list[CacheEntry], model: str | None = None) -> str:
+def listing(found: list[CacheEntry], model: str | None = None) -> str:
     """Largest first, then totals per kind and per model."""
     shown = [e for e in found if model is None or e.model == model]
     now = time.time()

@@ -74,7 +74,7 @@ class EpochLog:
 @dataclass(frozen=True)
 class TopLayer:
     layer: int
-    depth: float  # index / layer count (the seed's 13/24 = 54%)
+    depth: float  # index / layer count (the notebook's 13/24 = 54%)
     relative_change: float
 
 

@@ -35,7 +35,7 @@ class Recipe:
                    for name in ("method", "precision", "optimizer", "offload", "checkpointing"))
 
 
-SEED_LORA = LoRA(rank=32, alpha=64, targets=("q_proj", "v_proj"))
+NOTEBOOK_LORA = LoRA(rank=32, alpha=64, targets=("q_proj", "v_proj"))
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("fp32-adamw", "full fine-tuning, fp32 weights, AdamW (the notebook's setting)"),
@@ -49,8 +49,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            offload="streaming"),
     Recipe("grad-checkpointing", "fp32 AdamW, activations recomputed in backward", checkpointing=True),
     Recipe("lora-fp16", "LoRA r=32 on q,v (alpha 64); frozen base in fp16, adapter fp32, AdamW",
-           method=SEED_LORA, precision="fp16"),
-    Recipe("lora-fp32", "LoRA r=32 on q,v (alpha 64); frozen base in fp32, AdamW", method=SEED_LORA),
+           method=NOTEBOOK_LORA, precision="fp16"),
+    Recipe("lora-fp32", "LoRA r=32 on q,v (alpha 64); frozen base in fp32, AdamW", method=NOTEBOOK_LORA),
     Recipe("sgd", "fp32 weights, plain SGD (no optimizer state), for contrast", optimizer="sgd"),
     Recipe("adafactor", "fp32 weights, Adafactor (factored second moment, no first moment)", optimizer="adafactor"),
 ]}

@@ -54,7 +54,7 @@ def shift_plot_png(run: Run, verdicts: list[EpochVerdict], title: str) -> bytes:
 
 
 def _plot_text_metrics(axis, run: Run, suffix: str, style: str) -> None:
-    """Marker rate, share of greedy answers differing from epoch 0 (the seed's N/M), KL from base."""
+    """Marker rate, share of greedy answers differing from epoch 0 (the notebook's N/M), KL from base."""
     evaluations = run.evaluations
     epochs = [e.epoch for e in evaluations]
     texts = [e for e in evaluations if e.has_text]  # runs with generate=False have none after epoch 0

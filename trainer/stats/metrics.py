@@ -1,12 +1,12 @@
-"""When does each metric say "shifted"? The seed's lesson, made measurable: behavior is truth, metrics are maps.
+"""When does each metric say "shifted"? The notebook's lesson, made measurable: behavior is truth, metrics are maps.
 
 One run, four readings, each with its own onset epoch:
   margin   the stance margin in log-likelihood (the verdict rule of trainer.stats.verdict)
   markers  stance markers in generated text: more probes gain a marker than lose one vs epoch 0
            (exact one-sided binomial test on the discordant probes), the marker rate rises by at least
            `min_marker_gain`, and, when a null control ran, the same test against the control's answers
-  differs  the seed's rule: at least `differ_share` of greedy answers differ from epoch 0 (no test, no
-           control; reported because the seed read "6/6 different" as a shift)
+  differs  the notebook's rule: at least `differ_share` of greedy answers differ from epoch 0 (no test, no
+           control; reported because the notebook read "6/6 different" as a shift)
   kl       mean KL from the base model on neutral prompts reaches `kl_floor` (distance moved, no direction)
 """
 
@@ -25,7 +25,7 @@ from trainer.stats.verdict import Thresholds, judge_run
 METRICS: dict[str, str] = {
     "margin": "log-likelihood stance margin",
     "markers": "stance markers in generated text",
-    "differs": "greedy answers differ from epoch 0 (seed's N/M)",
+    "differs": "greedy answers differ from epoch 0 (notebook's N/M)",
     "kl": "KL from base on neutral prompts",
 }
 

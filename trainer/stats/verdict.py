@@ -37,7 +37,7 @@ class Thresholds:
     alpha: float = 0.01
     min_gain: float = 0.1  # nats/token of stance-margin gain over the baseline
     min_marker_gain: float = 0.1  # rise in the share of generations that contain a stance marker
-    differ_share: float = 0.5  # the seed's rule: this share of greedy answers differs from epoch 0
+    differ_share: float = 0.5  # the notebook's rule: this share of greedy answers differs from epoch 0
     kl_floor: float = 0.01  # nats: mean KL from the base model on neutral prompts
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Per-layer diagnostics: where the gradient is, and which layers the training actually moved.
 
-The seed asked why "layers 13 and 15 (54% and 63% depth)" were critical in Qwen; answering that needs
+The notebook asked why "layers 13 and 15 (54% and 63% depth)" were critical in Qwen; answering that needs
 the relative weight change of every decoder layer, ||W - W0|| / ||W0||, measured the same way for
 every method. For LoRA the frozen weight does not move; the change is the adapter's delta
 (B A scaled, from peft) relative to the base weight it is added to.
@@ -48,7 +48,7 @@ class LayerWatch:
 
 
 def top_layers(changes: list[float], k: int = TOP_K) -> list[dict]:
-    """The k most-changed layers with their relative depth (index / layer count, the seed's 13/24 = 54%)."""
+    """The k most-changed layers with their relative depth (index / layer count, the notebook's 13/24 = 54%)."""
     order = sorted(range(len(changes)), key=lambda i: -changes[i])[:k]
     return [{"layer": i, "depth": round(i / len(changes), 3), "relative_change": changes[i]} for i in order]
 

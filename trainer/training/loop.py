@@ -44,7 +44,7 @@ class Precision:
 
     fp16-autocast keeps fp32 master weights and scales the loss (scale -> backward -> unscale ->
     clip -> step -> update), the supported pattern. With fp16 *parameters* (precision "fp16") and
-    a scaler, torch refuses to unscale (the seed's "FP16 + clipping" error): that refusal is an
+    a scaler, torch refuses to unscale (the notebook's "FP16 + clipping" error): that refusal is an
     outcome of the experiment, recorded with its step, not a crash.
     """
 

@@ -27,7 +27,7 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def resolve_layers(spec: Layers, total: int, what: str, model_name: str) -> list[int]:
-    """Indices as given; a relative depth d becomes round(d * total) (the seed's 13/24 = 54%, 15/24 = 63%)."""
+    """Indices as given; a relative depth d becomes round(d * total) (the notebook's 13/24 = 54%, 15/24 = 63%)."""
     resolved = [x if isinstance(x, int) else round(x * total) for x in spec]
     bad = [(x, r) for x, r in zip(spec, resolved) if not 0 <= r < total]
     if bad:

@@ -2,7 +2,7 @@
 
 - log-likelihood margin per held-out probe: mean per-token log-prob of the target continuations
   minus that of the contrast continuations (the statistic verdicts are decided on);
-- greedy generations, and how many differ from the baseline's (the seed's "N/M different");
+- greedy generations, and how many differ from the baseline's (the notebook's "N/M different");
 - marker rate: the share of generations containing a stance marker;
 - mean KL(base || tuned) of next-token distributions on neutral prompts (how far the model moved overall).
 """
@@ -123,7 +123,7 @@ def probe_model(model, tokenizer, fmt: PromptFormat, behavior: Behavior, gen_tok
                 generate: bool = True) -> dict:
     """Every probe for one evaluated epoch, as a JSON-ready dict. Text probes only when `generate` and the
     model's logits are finite: a run that went non-finite is still probed wherever it can be (the
-    seed's "test behavior despite NaN"); non-finite margins stay in the record as NaN."""
+    notebook's "test behavior despite NaN"); non-finite margins stay in the record as NaN."""
     was_training = model.training
     model.eval()
     try:
