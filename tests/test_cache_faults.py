@@ -44,6 +44,30 @@ def test_a_full_disk_while_writing_a_checkpoint_leaves_no_checkpoint(private_cac
     assert not target.exists() and not list(target.parent.glob(".checkpoint-1.*"))
 
 
+def test_a_full_disk_inside_safetensors_is_the_same_clear_error(monkeypatch, private_cache):
+    """safetensors' writer reports a full disk as its own SafetensorError (seen in a real cold run), not an
+    OSError: it must still become CacheWriteError, with no checkpoint left behind."""
+    from safetensors import SafetensorError
+
+    import trainer.training.checkpoint
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(trainer.training.checkpoint, "save_file", disk_full)
+    with pytest.raises(CacheWriteError, match="No space left on device .errno 28.") as failure:
+        obtain(TINY, progress=False)
+    assert "bytes are free" in str(failure.value)
+    assert not list(private_cache.glob("runs/*/checkpoint-*")) and not list(private_cache.glob("runs/*/.*.tmp"))
+
+
+def test_an_unrelated_safetensors_error_is_not_dressed_as_a_write_failure(private_cache):
+    from safetensors import SafetensorError
+
+    with pytest.raises(SafetensorError), store.writing(private_cache / "x"):
+        raise SafetensorError("invalid header")
+
+
 def test_a_cache_dir_that_cannot_be_a_folder_is_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

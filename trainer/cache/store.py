@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,8 +58,9 @@ def writing(path: Path, needed: int | None = None, written: Path | None = None) 
         yield
     except CacheWriteError:
         raise
-    except OSError as error:
-        if error.errno not in _WRITE_ERRNOS:
+    except Exception as error:  # noqa: BLE001 - only write failures are turned into CacheWriteError
+        number = _write_errno(error)
+        if number not in _WRITE_ERRNOS:
             raise
         if needed is not None:
             need = f"about {needed:,} bytes"
@@ -66,14 +68,25 @@ def writing(path: Path, needed: int | None = None, written: Path | None = None) 
             need = f"more than the {_bytes_in(written):,} bytes written before it failed"
         else:
             need = "a few kilobytes (a new cache's marker files)"
+        reason = getattr(error, "strerror", None) or os.strerror(number)
         raise CacheWriteError(
-            f"cannot write the cache at {path}: {error.strerror or error} (errno {error.errno}). It needs {need}; "
+            f"cannot write the cache at {path}: {reason} (errno {number}). It needs {need}; "
             f"{_free_bytes(path)} bytes are free there. Free disk space, lower --ft-cache-max-gb "
             f"($FT_CACHE_MAX_GB), or point --ft-cache-dir (${CACHE_ENV}) at a writable folder with room. "
             "Nothing half-written was kept.") from error
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def _write_errno(error: Exception) -> int | None:
+    """The OS error number of a failed write: an OSError's own, or the one safetensors' Rust writer puts in
+    its message ("I/O error: No space left on device (os error 28)"), which is not an OSError."""
+    if isinstance(error, OSError):
+        return error.errno
+    found = _OS_ERROR_IN_TEXT.search(str(error)) if type(error).__name__ == "SafetensorError" else None
+    return int(found.group(1)) if found else None
 
 
 def _bytes_in(folder: Path) -> int:
