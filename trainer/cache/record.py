@@ -9,11 +9,18 @@ reader quarantines it and trains again, as with any damaged entry.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
+from trainer.cache import store
 from trainer.errors import CacheCorrupt
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 2  # 1: the untyped dict of earlier versions (no `schema` field); 2: this module
 
@@ -36,16 +43,8 @@ class NonfiniteEvent:
 
 
 @dataclass(frozen=True)
-class StepStop:
-    """The step at which training ended for good, and why (non-finite step, refused unscale)."""
-
-    step: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class Stop:
-    """A run's stop: the step, why, and the epoch it happened in."""
+    """Where training ended for good (the step and its epoch) and why (non-finite step, refused unscale)."""
 
     step: int
     reason: str
@@ -64,7 +63,7 @@ class EpochLog:
     scaler_skipped_steps: list[int] = field(default_factory=list)
     layer_grad_norms: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    stopped: StepStop | None = None
+    stopped: Stop | None = None
 
     @property
     def nonfinite_steps(self) -> list[int]:
@@ -169,6 +168,19 @@ class RunRecord:
 def evaluation_from_json(data: dict) -> Evaluation:
     """A typed evaluation (e.g. a cached baseline); RecordSchemaError when its fields are not this code's."""
     return _build(Evaluation, data, "evaluation")
+
+
+def read_or_quarantine(path: Path, build: Callable[[dict], T]) -> T | None:
+    """A typed entry from a checksummed file: None when absent; a damaged one, or one whose shape is not this
+    code's (`build` raises RecordSchemaError), is moved aside and reported, so the caller recomputes it."""
+    data = store.read_record_or_quarantine(path)
+    if data is None:
+        return None
+    try:
+        return build(data)
+    except RecordSchemaError as error:
+        print(f"[finetune] {path}: {error}; moved to {store.quarantine(path)} and recomputing", file=sys.stderr)
+        return None
 
 
 def _build(kind: type, value: object, where: str):

@@ -6,12 +6,11 @@ alone answers it. One lock per experiment key, so parallel workers train each ex
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from trainer.cache import store
 from trainer.cache.keys import content_key
-from trainer.cache.record import RecordSchemaError, Run, RunRecord
+from trainer.cache.record import Run, RunRecord, read_or_quarantine
 from trainer.errors import CacheCorrupt
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
@@ -39,15 +38,7 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
 
 def read_run_record(folder: Path) -> RunRecord | None:
     """The typed record in `folder`; a damaged one, or one of another schema, is moved aside (None: retrain)."""
-    body = store.read_record_or_quarantine(folder / store.RECORD)
-    if body is None:
-        return None
-    try:
-        return RunRecord.from_json(body)
-    except RecordSchemaError as error:
-        moved = store.quarantine(folder / store.RECORD)
-        print(f"[finetune] {folder / store.RECORD}: {error}; moved to {moved} and recomputing", file=sys.stderr)
-        return None
+    return read_or_quarantine(folder / store.RECORD, RunRecord.from_json)
 
 
 def is_cached(exp: Experiment) -> bool:

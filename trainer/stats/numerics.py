@@ -3,7 +3,7 @@ which layers moved most."""
 
 from __future__ import annotations
 
-from trainer.cache.record import NonfiniteEvent, Run, StepStop
+from trainer.cache.record import NonfiniteEvent, Run, Stop
 from trainer.errors import ExpectationMisuse
 from trainer.judgement import Judgement, judged
 
@@ -55,7 +55,7 @@ def judge_layers_near(run: Run, depths: tuple[float, ...], epoch: int, subject: 
                          f"{'' if holds else 'not '}within {tolerance:.0%} of {[f'{d:.0%}' for d in depths]}")
 
 
-def flag_words(event: NonfiniteEvent | StepStop) -> str:
+def flag_words(event: NonfiniteEvent | Stop) -> str:
     flags = event.flags() if isinstance(event, NonfiniteEvent) else []
     return f" ({', '.join(flags)})" if flags else ""
 

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from trainer.cache.record import TopLayer
 from trainer.training.methods import decoder_layers
 
 TOP_K = 3
@@ -47,10 +48,10 @@ class LayerWatch:
         return math.sqrt(moved / base) if base else 0.0
 
 
-def top_layers(changes: list[float], k: int = TOP_K) -> list[dict]:
+def top_layers(changes: list[float], k: int = TOP_K) -> list[TopLayer]:
     """The k most-changed layers with their relative depth (index / layer count, the notebook's 13/24 = 54%)."""
     order = sorted(range(len(changes)), key=lambda i: -changes[i])[:k]
-    return [{"layer": i, "depth": round(i / len(changes), 3), "relative_change": changes[i]} for i in order]
+    return [TopLayer(i, round(i / len(changes), 3), changes[i]) for i in order]
 
 
 def _sq(t: torch.Tensor) -> float:

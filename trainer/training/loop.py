@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trainer.behavior import Example
-from trainer.cache.record import EpochLog, NonfiniteEvent, StepStop
+from trainer.cache.record import EpochLog, NonfiniteEvent, Stop
 from trainer.experiment import Experiment
 from trainer.training.batches import PromptFormat, build_training_batch
 from trainer.training.diagnostics import LayerWatch
@@ -91,7 +91,7 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
             precision.scaler.unscale_(optimizer)
         except ValueError as error:  # "Attempting to unscale FP16 gradients."
             optimizer.zero_grad(set_to_none=True)
-            stopped = StepStop(step, f"{type(error).__name__}: {error}")
+            stopped = Stop(step, f"{type(error).__name__}: {error}", epoch)
             break
         layer_grads = watch.grad_norms() if watch is not None else []
         norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
@@ -107,7 +107,7 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
         if event:
             events.append(event)
             if exp.on_nonfinite == "stop":
-                stopped = StepStop(step, "non-finite " + ", ".join(event.flags()))
+                stopped = Stop(step, "non-finite " + ", ".join(event.flags()), epoch)
                 break
     model.eval()
     return EpochLog(epoch, sum(losses) / len(losses) if losses else math.nan, max(norms) if norms else math.nan,

@@ -21,11 +21,9 @@ from trainer.cache.record import (
     LayerChanges,
     MethodInfo,
     ModelInfo,
-    RecordSchemaError,
     RunRecord,
-    Stop,
-    TopLayer,
     evaluation_from_json,
+    read_or_quarantine,
 )
 from trainer.errors import CacheCorrupt, ConfigError
 from trainer.experiment import Experiment
@@ -73,10 +71,10 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
         changes = watch.relative_change()
         record.evaluations.append(Evaluation(
             epoch=epoch, **result, probe_seconds=round(time.perf_counter() - started, 2),
-            layers=LayerChanges(changes, [TopLayer(**top) for top in top_layers(changes)])))
+            layers=LayerChanges(changes, top_layers(changes))))
         record.epochs_done = epoch
         if log.stopped is not None:
-            record.stopped = Stop(log.stopped.step, log.stopped.reason, epoch)
+            record.stopped = log.stopped
             _final_record(folder, record)
         else:
             _checkpoint_then_record(folder, model, optimizer, epoch, record)
@@ -99,15 +97,11 @@ def _check_trainable_here(exp: Experiment) -> None:
 
 def _baseline(path: Path, measure) -> Evaluation:
     """Epoch-0 probes, measured once per baseline key and shared by every run that has that key; a cached
-    one of another shape is moved aside and measured again."""
+    one that is damaged or of another shape is moved aside and measured again."""
     with store.locked(path.with_suffix(".lock")):
-        cached = store.read_record_or_quarantine(path)
+        cached = read_or_quarantine(path, lambda data: evaluation_from_json({"epoch": 0, **data}))
         if cached is not None:
-            try:
-                return evaluation_from_json({"epoch": 0, **cached})
-            except RecordSchemaError as error:
-                print(f"[finetune] {path}: {error}; moved to {store.quarantine(path)} and measuring again",
-                      file=sys.stderr)
+            return cached
         result = measure()
         store.write_record(path, result)
         return evaluation_from_json({"epoch": 0, **result})
