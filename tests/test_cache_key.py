@@ -20,13 +20,14 @@ from safetensors.torch import load_file, save_file
 from tiny import save_tiny
 
 from trainer import Experiment
-from trainer.behavior import BEHAVIOR_DIRS_ENV, DEFAULT_BEHAVIOR_DIR
+from trainer.behavior import DEFAULT_BEHAVIOR_DIR
 from trainer.cache import store
 from trainer.cache.keys import source_digest
 from trainer.experiment import LoRA, Unfreeze
 from trainer.models.sources import content_sha256
 from trainer.runs import keys as run_keys
 from trainer.runs import obtain as runner
+from trainer.settings import BEHAVIOR_DIRS_ENV
 
 # Every Experiment field that changes what the first N epochs compute, with values to change it to.
 OUTCOME_FIELDS = {

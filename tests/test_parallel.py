@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from trainer import Experiment
+from trainer import Experiment, settings
 from trainer.errors import SuiteError
 from trainer.runs import parallel
 from trainer.runs.obtain import obtain
@@ -14,7 +14,7 @@ from trainer.runs.obtain import obtain
 
 @pytest.fixture
 def side_by_side(monkeypatch):
-    monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    monkeypatch.setenv(settings.PARALLEL_RUNS_ENV, "2")
     yield
     parallel.shutdown()
 
@@ -29,7 +29,7 @@ def test_side_by_side_runs_match_runs_in_this_process(side_by_side, tmp_path, mo
     assert parallel._pool is not None, "uncached runs should have gone to worker processes"
     assert [r.from_cache for r in runs] == [False, False, False]
     monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "serial-cache"))
-    monkeypatch.setenv(parallel.WORKERS_ENV, "1")
+    monkeypatch.setenv(settings.PARALLEL_RUNS_ENV, "1")
     serial = [obtain(exp, progress=False) for exp in tiny_runs()]
     for got, expected in zip(runs, serial):
         assert got.experiment == expected.experiment
@@ -56,7 +56,6 @@ def test_workers_follow_the_callers_current_cache(side_by_side, tmp_path, monkey
 def test_workers_receive_the_active_settings_object(side_by_side, tmp_path):
     """Settings made active in this process (as the plugin does from --ft-* options) reach the workers
     with each task; nothing is passed through the environment."""
-    from trainer import settings
 
     chosen = tmp_path / "settings-cache"
     previous = settings.use(settings.active().replace(cache_dir=str(chosen)))
@@ -85,6 +84,6 @@ def test_no_more_runs_side_by_side_than_fit_in_memory(monkeypatch):
 
 @pytest.mark.parametrize("value", ["0", "two"])
 def test_a_bad_worker_count_names_the_setting(monkeypatch, value):
-    monkeypatch.setenv(parallel.WORKERS_ENV, value)
+    monkeypatch.setenv(settings.PARALLEL_RUNS_ENV, value)
     with pytest.raises(ValueError, match=f"FT_PARALLEL_RUNS='{value}'"):
-        parallel.configured_workers()
+        settings.active().workers()

@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file
 from tiny import TINY
 
-from trainer import ConfigError, Experiment
+from trainer import ConfigError, Experiment, settings
 from trainer.cache import store
 from trainer.runs.obtain import obtain, obtain_with_control
 
@@ -99,7 +99,7 @@ def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(mo
 
     first = obtain(Experiment(epochs=1, **TINY), progress=False)
     size = retention.size_of(next(retention.checkpoints()[0].parent.glob("checkpoint-*")))
-    monkeypatch.setenv(retention.LIMIT_ENV, str(1.5 * size / 1e9))  # room for one checkpoint
+    monkeypatch.setenv(settings.CACHE_MAX_GB_ENV, str(1.5 * size / 1e9))  # room for one checkpoint
     obtain(Experiment(epochs=1, **{**TINY, "seed": 1}), progress=False)
     assert "dropped the resumable checkpoint" in capsys.readouterr().err
     assert len(retention.checkpoints()) == 1
@@ -111,11 +111,9 @@ def test_cache_cap_drops_the_oldest_checkpoints_but_keeps_records_and_answers(mo
 
 
 def test_bad_cache_cap_is_a_clear_error(monkeypatch):
-    from trainer.cache import retention
-
-    monkeypatch.setenv(retention.LIMIT_ENV, "lots")
+    monkeypatch.setenv(settings.CACHE_MAX_GB_ENV, "lots")
     with pytest.raises(ValueError, match=r"FT_CACHE_MAX_GB='lots': must be a number of GB"):
-        retention.limit_bytes()
+        settings.active().cache_limit_bytes()
 
 
 def test_cache_sizing_tolerates_files_removed_by_a_parallel_run(tmp_path):

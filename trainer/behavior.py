@@ -12,7 +12,6 @@ from trainer import settings
 from trainer.errors import ConfigError
 
 DEFAULT_BEHAVIOR_DIR = Path(__file__).resolve().parent.parent / "behaviors" / "data"
-BEHAVIOR_DIRS_ENV = settings.BEHAVIOR_DIRS_ENV
 MIN_PROBES = 40
 
 
@@ -72,7 +71,7 @@ def _find_behavior_file(name_or_path: str) -> Path:
     raise ConfigError(
         f"behavior {name_or_path!r}",
         [f"unknown behavior {name_or_path!r}; known: {known_behaviors()} "
-         f"(add behaviors/data/{name_or_path}.json, or list extra folders in ${BEHAVIOR_DIRS_ENV})"],
+         f"(add behaviors/data/{name_or_path}.json, or list extra folders in ${settings.BEHAVIOR_DIRS_ENV})"],
     )
 
 

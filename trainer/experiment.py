@@ -198,7 +198,8 @@ class Experiment:
 
     def memory_fields(self) -> dict:
         """What decides a step's bytes besides the model and the batch (JSON-able; see MEMORY_FIELDS)."""
-        return {name: dataclasses.asdict(self)[name] for name in MEMORY_FIELDS}
+        fields = dataclasses.asdict(self)
+        return {name: fields[name] for name in MEMORY_FIELDS}
 
     def control(self) -> Experiment:
         """The null control: the same run on the behavior's neutral (placebo) data."""

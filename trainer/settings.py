@@ -68,7 +68,7 @@ class Settings:
         except ValueError:
             workers = 0
         if workers < 1:
-            raise ValueError(f"{name}={raw!r}: must be a whole number >= 1 (1 trains one run at a time)")
+            raise ValueError(f"{name}={raw!r}: must be >= 1, a whole number (1 trains one run at a time)")
         return workers
 
     def hub_cache(self) -> Path:

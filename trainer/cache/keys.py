@@ -10,6 +10,9 @@ from pathlib import Path
 
 from trainer.cache import store
 
+# Libraries whose version changes what a run, a trace or a measurement computes.
+OUTCOME_LIBRARIES = ("torch", "transformers", "peft")
+
 
 def content_key(parts: dict, length: int = 32) -> str:
     """A stable hash of JSON-able parts (sorted keys, so the order they were built in does not matter)."""
@@ -36,5 +39,5 @@ def source_digest(roots: Iterable[Path]) -> str:
 def cache_path(kind: str, what: dict, sources: Iterable[Path]) -> Path:
     """Where a traced or measured result lives (a checksummed record, as runs are): keyed on what was
     asked, the libraries and the source of the modules that compute it."""
-    parts = what | library_versions(("torch", "transformers", "peft")) | {"code": source_digest(sources)}
+    parts = what | library_versions(OUTCOME_LIBRARIES) | {"code": source_digest(sources)}
     return store.cache_root() / kind / f"{content_key(parts, 24)}.json"

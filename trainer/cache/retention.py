@@ -20,14 +20,6 @@ from trainer import settings
 from trainer.cache import store
 from trainer.errors import CacheCorrupt
 
-LIMIT_ENV = settings.CACHE_MAX_GB_ENV
-DEFAULT_LIMIT_GB = settings.DEFAULT_CACHE_MAX_GB
-
-
-def limit_bytes() -> int:
-    """The active settings' cap on resumable checkpoints, in bytes (ValueError names a bad value)."""
-    return settings.active().cache_limit_bytes()
-
 
 def checkpoints() -> list[Path]:
     """Every run's checkpoint folder, oldest written first."""
@@ -52,7 +44,7 @@ def _stat(path: Path) -> os.stat_result | None:
 
 def enforce_limit(keep: Path) -> list[Path]:
     """Drop the oldest checkpoints (not `keep`'s run, not a run another process holds) until under the cap."""
-    limit = limit_bytes()
+    limit = settings.active().cache_limit_bytes()
     sized = [(c, size_of(c)) for c in checkpoints()]
     total = sum(size for _, size in sized)
     dropped = []
@@ -64,8 +56,8 @@ def enforce_limit(keep: Path) -> list[Path]:
             continue
         total -= size
         dropped.append(checkpoint)
-        print(f"[finetune] cache over ${LIMIT_ENV}={limit / 1e9:g} GB: dropped the resumable checkpoint "
-              f"{checkpoint} ({size / 1e9:.1f} GB); its record stays, and a request for more epochs "
+        print(f"[finetune] cache over ${settings.CACHE_MAX_GB_ENV}={limit / 1e9:g} GB: dropped the resumable "
+              f"checkpoint {checkpoint} ({size / 1e9:.1f} GB); its record stays, and a request for more epochs "
               f"retrains it from epoch 0", file=sys.stderr)
     return dropped
 

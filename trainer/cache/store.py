@@ -26,7 +26,6 @@ from filelock import FileLock
 from trainer import settings
 from trainer.errors import CacheCorrupt, CacheWriteError
 
-CACHE_ENV = settings.CACHE_DIR_ENV
 MANIFEST = "manifest.json"
 RECORD = "record.json"
 DECISIONS = "decisions.json"  # beside a run's record: how questions about it were decided (not measured data)
@@ -45,7 +44,7 @@ def _mark_cache(root: Path) -> None:
     """A new cache says what it is (and, by CACHEDIR.TAG, that backups may skip it)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "README.md").write_text("Cache of fine-tuning runs (records, checkpoints, converted models).\n"
-                                    f"Override with ${CACHE_ENV}. Deleting it only costs recomputation.\n")
+                                    f"Override with ${settings.CACHE_DIR_ENV}. Deleting it only costs recomputation.\n")
     (root / ".gitignore").write_text("*\n")
     (root / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG)
 
@@ -72,7 +71,8 @@ def writing(path: Path, needed: int | None = None, written: Path | None = None) 
         raise CacheWriteError(
             f"cannot write the cache at {path}: {reason} (errno {number}). It needs {need}; "
             f"{_free_bytes(path)} bytes are free there. Free disk space, lower --ft-cache-max-gb "
-            f"($FT_CACHE_MAX_GB), or point --ft-cache-dir (${CACHE_ENV}) at a writable folder with room. "
+            f"(${settings.CACHE_MAX_GB_ENV}), or point --ft-cache-dir (${settings.CACHE_DIR_ENV}) at a writable "
+            "folder with room. "
             "Nothing half-written was kept.") from error
 
 

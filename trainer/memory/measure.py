@@ -89,7 +89,7 @@ def measure(experiment: Experiment | str, recipe: str | None = None, *, batch: i
     `cached`: a finished measurement (out of memory included) is kept beside the run cache and reused
     while the architecture, request, libraries and this code are unchanged; a run the OS killed is not.
     """
-    exp = experiment if isinstance(experiment, Experiment) else as_experiment(recipe or "fp32-adamw", experiment)
+    exp = as_experiment(experiment, recipe)
     request = {"model": exp.model, "recipe": name_of(exp), "memory": exp.memory_fields(), "lr": exp.lr,
                "batch": batch, "seq": seq, "device": device,
                "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}

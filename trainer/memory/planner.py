@@ -122,7 +122,7 @@ def plan(experiment: Experiment | str, recipe: str | None = None, *, batch: int 
          device: str = "cuda") -> Plan:
     """Plan the training step of `experiment` (the very Experiment a finding trains), or of a named recipe
     on a model: `plan("phi-2", "fp32-adamw")`. Traces are cached on disk: a repeated plan costs milliseconds."""
-    exp = experiment if isinstance(experiment, Experiment) else as_experiment(recipe or "fp32-adamw", experiment)
+    exp = as_experiment(experiment, recipe)
     _check_request(exp, batch, seq, device)
     config = architecture_of(exp.model)
     trace = traced_at_depth(config, exp, batch, seq, foreach=device == "cuda")

@@ -63,13 +63,11 @@ def recipe_named(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def as_experiment(subject: Experiment | str, model: str | None = None) -> Experiment:
-    """An Experiment as given, or a recipe's name on `model`."""
+def as_experiment(subject: Experiment | str, recipe: str | None = None) -> Experiment:
+    """An Experiment as given, or the named recipe (default "fp32-adamw") on the model `subject` names."""
     if isinstance(subject, Experiment):
         return subject
-    if model is None:
-        raise ConfigError(f"recipe {subject!r}", ["name the model too, e.g. plan('phi-2', 'fp32-adamw')"])
-    return recipe_named(subject).experiment(model)
+    return recipe_named(recipe or "fp32-adamw").experiment(subject)
 
 
 def name_of(exp: Experiment) -> str:

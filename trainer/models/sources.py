@@ -22,8 +22,6 @@ from trainer import settings
 from trainer.cache import store
 from trainer.errors import ConfigError, UnknownModelError, UnsafeWeightsError, WeightsMissing
 
-MODEL_DIRS_ENV = settings.MODEL_DIRS_ENV
-
 
 @dataclass(frozen=True)
 class Loaded:
@@ -158,7 +156,7 @@ class HubModel(ModelSource):
             f"To provide them, on a machine with network run "
             f"`huggingface-cli download {self.repo_id} --include '*.json' '*.safetensors' '*.txt' "
             f"--local-dir <DIR>/{self.repo_id.replace('/', '--')}` and copy <DIR> here, then pass "
-            f"`--ft-model-dir <DIR>` or set ${MODEL_DIRS_ENV}=<DIR> (the Hugging Face cache is searched too)."
+            f"`--ft-model-dir <DIR>` or set ${settings.MODEL_DIRS_ENV}=<DIR> (the Hugging Face cache is searched too)."
         )
 
     def check_available(self) -> None:

@@ -11,7 +11,7 @@ import inspect
 from pathlib import Path
 
 from trainer.behavior import Behavior, behavior_from_document, load_behavior
-from trainer.cache.keys import content_key, library_versions, source_digest
+from trainer.cache.keys import OUTCOME_LIBRARIES, content_key, library_versions, source_digest
 from trainer.cache.record import SCHEMA_VERSION
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
@@ -19,8 +19,6 @@ from trainer.models.sources import resolve_model
 TRAINER = Path(__file__).resolve().parent.parent
 # Packages whose code changes what a run measures (every *.py below them enters every run key).
 OUTCOME_PACKAGES = (TRAINER / "training", TRAINER / "models")
-# Libraries whose version changes what a run measures.
-OUTCOME_LIBRARIES = ("torch", "transformers", "peft")
 
 # Outside those packages, the few functions whose logic (not messages) decides a run's numbers: which epochs
 # are probed and checkpointed, when the loss scaler is on, and which parts of a behavior file are trained on.
@@ -41,11 +39,12 @@ def key_components(exp: Experiment) -> dict:
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     return {
-        "experiment": exp.key_fields(),
+        # The scaler as resolved (grad_scaler=None means "on for fp16-autocast only"): a per-run setting, so
+        # it sits with the experiment's fields and stays out of the shared baseline's key.
+        "experiment": exp.key_fields() | {"grad_scaler_on": exp.uses_grad_scaler},
         "model_fingerprint": source.fingerprint(),
         "prompt_style": source.prompt_style,
         "behavior_sha256": behavior.sha256,
-        "grad_scaler_on": exp.uses_grad_scaler,  # resolved: None means "on for fp16-autocast only"
         "code_version": code_version(),
         **library_versions(OUTCOME_LIBRARIES),
     }

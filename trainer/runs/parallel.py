@@ -26,14 +26,8 @@ from trainer.models.sources import resolve_model
 from trainer.runs.obtain import is_cached, obtain
 from trainer.training.loop import use_progress_row
 
-WORKERS_ENV = settings.PARALLEL_RUNS_ENV
 BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two AdamW moments, and room for activations
 _pool: tuple[int, ProcessPoolExecutor] | None = None
-
-
-def configured_workers() -> int:
-    """Runs trained side by side under the active settings (ValueError names a bad value)."""
-    return settings.active().workers()
 
 
 def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run]:
@@ -41,7 +35,7 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
     for exp in experiments:
         resolve_model(exp.model).check_available()  # a missing model is reported here, not in a worker
     missing = [exp for exp in experiments if not is_cached(exp)]
-    workers = min(configured_workers(), len(missing), _fit_in_memory(missing))
+    workers = min(settings.active().workers(), len(missing), _fit_in_memory(missing))
     if workers <= 1:
         return [obtain(exp, progress) for exp in experiments]
     trained = dict(zip(missing, _in_workers(missing, workers, progress)))
@@ -57,8 +51,9 @@ def _in_workers(experiments: list[Experiment], workers: int, progress: bool) -> 
     except BrokenProcessPool as error:
         shutdown()
         raise SuiteError(f"a training process died while training {len(experiments)} runs side by side "
-                         f"({workers} processes), most likely out of memory; finished runs are cached. Run "
-                         f"again with {WORKERS_ENV}=1 (--ft-parallel-runs 1) to train one at a time") from error
+                         f"({workers} processes), most likely out of memory; finished runs are cached. Run again "
+                         f"with {settings.PARALLEL_RUNS_ENV}=1 (--ft-parallel-runs 1) to train one at a "
+                         "time") from error
     finally:
         for future in futures:
             future.cancel()

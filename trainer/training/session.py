@@ -33,7 +33,7 @@ from trainer.training.checkpoint import load_checkpoint, save_checkpoint
 from trainer.training.diagnostics import LayerWatch, top_layers
 from trainer.training.loop import optimizer_for, run_epochs
 from trainer.training.methods import decoder_layers, prepare, trained_layers
-from trainer.training.optim import make_optimizer
+from trainer.training.optim import check_trainable
 from trainer.training.probe import neutral_logprobs, probe_model
 
 
@@ -87,8 +87,7 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
 def _check_trainable_here(exp: Experiment) -> None:
     """Recipes the planner reads but this trainer does not run: offload (accelerate's comes next) and 8-bit
     AdamW (bitsandbytes is not installed). Refused before any model is loaded."""
-    if exp.optimizer == "adamw-8bit":
-        make_optimizer([], exp.optimizer, exp.lr)  # raises the ConfigError that names the fix
+    check_trainable(exp.optimizer)
     if exp.offload is not None:
         raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
             "CPU offload can be planned (trainer.memory.plan) but not trained yet: training runs every tensor "
