@@ -43,8 +43,6 @@ class Behavior:
         return self.train if split == "train" else self.control
 
 
-
-
 def behavior_dirs() -> list[Path]:
     extra = settings.active().behavior_folders()
     return extra + [DEFAULT_BEHAVIOR_DIR]
@@ -146,4 +144,3 @@ def _string_list_problems(value: object, key: str, minimum: int) -> list[str]:
     if len(set(value)) != len(value):
         return [f"'{key}' has duplicate entries"]
     return []
-

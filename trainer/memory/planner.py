@@ -224,8 +224,6 @@ def _cached_trace(config, exp: Experiment, batch: int, seq: int, foreach: bool) 
     return trace
 
 
-
-
 def _trace_to_json(trace: StepTrace) -> dict:
     return {"events": {name: asdict(f) for name, f in trace.events.items()}, "trainable": trace.trainable,
             "trainable_8bit_state": trace.trainable_8bit_state}

@@ -1,4 +1,5 @@
-"""Evidence for humans: the shift-by-epoch plot and the per-probe table (no pytest, no Allure here)."""
+"""Plots for readers: shift by epoch, weight change per layer, the numerics timeline, memory breakdowns and
+the inertia curve (PNG bytes; no pytest, no Allure here)."""
 
 from __future__ import annotations
 
@@ -80,14 +81,6 @@ def _plot_gain(axis, run: Run, label: str, color: str) -> None:
         above.append(high - deltas.mean())
     axis.errorbar(epochs, means, yerr=[below, above], marker="o", capsize=3, label=f"{label} (95% bootstrap CI)",
                   color=color)
-
-
-
-
-
-
-
-
 
 
 def layer_change_png(run: Run, epoch: int, title: str) -> bytes:
@@ -188,5 +181,3 @@ def _plot_fits(axis, curve: InertiaCurve, color: str, label: str) -> None:
     xs = np.geomspace(min(p.parameters for p in observed), max(p.parameters for p in observed), 50)
     for fit, style in ((fits["linear"], "--"), (fits["log-linear"], ":")):
         axis.plot(xs, fit.predict(xs), style, color=color, label=f"{label} {fit.form} (AIC {fit.aic:.1f})")
-
-

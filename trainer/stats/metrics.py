@@ -98,8 +98,6 @@ def _kl(run: Run, t: Thresholds) -> list[MetricReading]:
     return [MetricReading(e.epoch, e.kl_from_base, e.kl_from_base >= t.kl_floor) for e in run.evaluations[1:]]
 
 
-
-
 def check_metrics(names: tuple[str, ...]) -> None:
     unknown = [name for name in names if name not in METRICS]
     if unknown:

@@ -42,9 +42,3 @@ def _for_model(template: Experiment, name: str) -> Experiment:
     import dataclasses
 
     return dataclasses.replace(template, model=name)
-
-
-
-
-
-
