@@ -128,26 +128,60 @@ def test_cache_sizing_tolerates_files_removed_by_a_parallel_run(tmp_path):
     assert retention.size_of(folder) == 0
 
 
-@pytest.mark.parametrize("fields", [{"optimizer": "sgd", "lr": 0.5}, {"optimizer": "adafactor"},
-                                    {"checkpointing": True}])
-def test_the_planner_s_optimizers_and_recomputation_train_and_resume_exactly(fields):
-    """Every trainable memory field of an Experiment trains through the one optimizer factory, and resumes."""
+def _optimizer_state_names(run) -> set[str]:
+    """What the run's checkpoint holds as optimizer state (AdamW: exp_avg, exp_avg_sq; SGD: nothing)."""
+    return {key.split("/", 1)[1] for key in load_file(f"{run.path}/{run.record.checkpoint}/optimizer.safetensors")}
+
+
+@pytest.mark.parametrize("fields, state", [
+    ({"optimizer": "sgd", "lr": 0.5}, lambda names: names == set()),
+    ({"optimizer": "adafactor"},  # second moment only, factored for matrices
+     lambda names: "exp_avg" not in names and bool(names & {"exp_avg_sq", "exp_avg_sq_row"})),
+    ({"checkpointing": True}, lambda names: {"exp_avg", "exp_avg_sq"} <= names),
+])
+def test_the_planner_s_optimizers_and_recomputation_train_and_resume_exactly(fields, state, tmp_path, monkeypatch):
+    """Every trainable memory field of an Experiment trains with the optimizer it names (its state is in the
+    checkpoint) and a run resumed from epoch 1 ends where a straight 2-epoch run ends."""
+    obtain(Experiment(epochs=1, **{**TINY, **fields}), progress=False)
+    resumed = obtain(Experiment(epochs=2, **{**TINY, **fields}), progress=False)
+    assert [e.epoch for e in resumed.train_log] == [1, 2] and not resumed.from_cache
+    assert state(_optimizer_state_names(resumed)), _optimizer_state_names(resumed)
+    monkeypatch.setenv(settings.CACHE_DIR_ENV, str(tmp_path / "straight"))
     straight = obtain(Experiment(epochs=2, **{**TINY, **fields}), progress=False)
     assert straight.train_log[-1].loss < straight.train_log[0].loss
-    again = obtain(Experiment(epochs=1, **{**TINY, **fields, "seed": 4}), progress=False)
-    resumed = obtain(Experiment(epochs=2, **{**TINY, **fields, "seed": 4}), progress=False)
-    assert [e.epoch for e in resumed.train_log] == [1, 2] and again.record.key == resumed.record.key
+    assert [e.loss for e in resumed.train_log] == [e.loss for e in straight.train_log]
+    assert resumed.evaluation(2).margins == straight.evaluation(2).margins
 
 
-def test_recomputation_changes_memory_not_numbers():
+def test_recomputation_changes_memory_not_numbers(monkeypatch):
+    """checkpointing=True recomputes activations in training (the same preparation the planner traces, where
+    it removes the activations part) and leaves the numbers as they were."""
+    from trainer.memory.planner import plan
+    from trainer.training import methods
+
+    enabled = []
+    original = methods.enable_recomputation
+    monkeypatch.setattr(methods, "enable_recomputation", lambda model: enabled.append(model) or original(model))
     plain = obtain(Experiment(epochs=1, **TINY), progress=False)
+    assert enabled == []
     recomputed = obtain(Experiment(epochs=1, checkpointing=True, **TINY), progress=False)
+    assert len(enabled) == 1, "training did not turn recomputation on"
     assert recomputed.record.key != plain.record.key
     assert recomputed.evaluation(1).margins == pytest.approx(plain.evaluation(1).margins, abs=1e-5)
+    planned = [plan(Experiment(model="tiny-llama", checkpointing=flag), batch=4, seq=64, device="cpu")
+               for flag in (False, True)]
+    assert planned[1].device_parts["activations"] < planned[0].device_parts["activations"]
 
 
 @pytest.mark.parametrize("fields, words", [({"offload": "streaming"}, "can be planned .* but not trained yet"),
                                            ({"optimizer": "adamw-8bit"}, "needs bitsandbytes")])
-def test_a_recipe_that_can_be_planned_but_not_trained_here_says_so(fields, words):
+def test_a_recipe_that_can_be_planned_but_not_trained_here_says_so(fields, words, monkeypatch):
+    """Refused with the fix before any model is loaded."""
+    from trainer.models.sources import TinyRandom
+
+    def refuse(self):
+        raise AssertionError("a recipe that cannot train here must be refused before loading the model")
+
+    monkeypatch.setattr(TinyRandom, "load", refuse)
     with pytest.raises(ConfigError, match=words):
         obtain(Experiment(epochs=1, **TINY, **fields), progress=False)
