@@ -42,20 +42,21 @@ def measure(model_name: str, config: dict | None, steps: int, threads: int) -> d
     from trainer.experiment import Experiment, LoRA, Unfreeze
     from trainer.models.sources import resolve_model
     from trainer.training.batches import PromptFormat, training_examples
-    from trainer.training.loop import epoch_batches, optimizer_for, precision_for, train_one_epoch
+    from trainer.training.loop import epoch_batches, optimizer_for, train_one_epoch
     from trainer.training.methods import prepare
+    from trainer.training.placement import accelerator_for, placed, precision_for
 
     loaded = resolve_model(model_name).load()
     result: dict = {"parameters": sum(p.numel() for p in loaded.model.parameters())}
     if config is not None:
         kind, fields = config.get("method", ("full", {}))
         method = {"lora": LoRA, "unfreeze": Unfreeze}[kind](**fields) if kind != "full" else None
-        exp = Experiment(model=model_name, **({"method": method} if method else {}))
+        exp = placed(Experiment(model=model_name, device="cpu", **({"method": method} if method else {})))
         behavior = load_behavior(exp.behavior)
         fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
         model = prepare(loaded.model, exp)
         optimizer = optimizer_for(model, exp)
-        precision = precision_for(model, exp)
+        precision = precision_for(accelerator_for(exp), exp)
         batches = epoch_batches(loaded.tokenizer, fmt, training_examples(behavior, "train", 0), exp, 1)
         seconds = []
         for step in range(steps + 2):

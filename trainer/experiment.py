@@ -83,6 +83,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16-autocast", "fp16-autocast", "fp16")
 NONFINITE_POLICIES: tuple[str, ...] = ("stop", "continue")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd", "adafactor", "adamw-8bit")
 OFFLOADS: tuple[str | None, ...] = (None, "plain", "streaming")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 # The fields that decide where a training step's bytes live (the memory planner's whole vocabulary).
 MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing", "clip")
 
@@ -132,6 +133,8 @@ class Experiment:
     optimizer: str = "adamw"
     offload: str | None = None  # None, "plain" or "streaming": planned (trainer.memory), not trained yet
     checkpointing: bool = False  # recompute activations in backward (gradient checkpointing)
+    device: str = "auto"  # "auto": --ft-device if given, else CUDA, then MPS, then the CPU
+    processes: int | None = None  # data-parallel processes at the same global batch; None: --ft-processes, else 1
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -166,6 +169,9 @@ class Experiment:
             (self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r}: must be one of {list(OPTIMIZERS)}"),
             (self.offload in OFFLOADS, f"offload={self.offload!r}: must be one of {list(OFFLOADS)}"),
             (isinstance(self.checkpointing, bool), f"checkpointing={self.checkpointing!r}: must be True or False"),
+            (self.device in DEVICES, f"device={self.device!r}: must be one of {list(DEVICES)}"),
+            (self.processes is None or (_is_int(self.processes) and self.processes >= 1),
+             f"processes={self.processes!r}: must be an integer >= 1, or None for --ft-processes (default 1)"),
         ]
         problems = [message for ok, message in checks if not ok]
         return problems + (self.method.problems() if isinstance(self.method, METHODS) else [])
@@ -200,6 +206,11 @@ class Experiment:
         """What decides a step's bytes besides the model and the batch (JSON-able; see MEMORY_FIELDS)."""
         fields = dataclasses.asdict(self)
         return {name: fields[name] for name in MEMORY_FIELDS}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> Experiment:
+        """An Experiment from its asdict() form (e.g. JSON handed to a training process)."""
+        return cls(**{**fields, "method": method_from_fields(fields["method"])})
 
     def control(self) -> Experiment:
         """The null control: the same run on the behavior's neutral (placebo) data."""

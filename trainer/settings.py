@@ -18,6 +18,8 @@ CACHE_MAX_GB_ENV = "FT_CACHE_MAX_GB"
 MODEL_DIRS_ENV = "FT_MODEL_DIR"
 BEHAVIOR_DIRS_ENV = "FT_BEHAVIOR_DIRS"
 PARALLEL_RUNS_ENV = "FT_PARALLEL_RUNS"
+DEVICE_ENV = "FT_DEVICE"
+PROCESSES_ENV = "FT_PROCESSES"
 DEFAULT_CACHE_MAX_GB = 20.0
 
 
@@ -31,11 +33,14 @@ class Settings:
     behavior_dirs: tuple[str, ...] | None = None  # extra folders of behavior files
     parallel_runs: int | str | None = None  # runs trained side by side (default min(2, cores))
     hf_hub_cache: str | None = None  # the Hugging Face cache searched for models
+    device: str | None = None  # device kind for experiments that say device="auto" (default: the best one)
+    processes: int | str | None = None  # processes per run for experiments that say processes=None (default 1)
 
     def resolved(self) -> Settings:
         """Every field filled in from the environment or the default, as a worker process should see them."""
         return Settings(str(self.cache_root()), self.cache_limit_bytes() / 1e9, tuple(map(str, self.model_folders())),
-                        tuple(map(str, self.behavior_folders())), self.workers(), str(self.hub_cache()))
+                        tuple(map(str, self.behavior_folders())), self.workers(), str(self.hub_cache()),
+                        self.device_kind(), self.process_count())
 
     def cache_root(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_DIR_ENV)
@@ -70,6 +75,29 @@ class Settings:
         if workers < 1:
             raise ValueError(f"{name}={raw!r}: must be >= 1, a whole number (1 trains one run at a time)")
         return workers
+
+    def device_kind(self) -> str:
+        """The device asked for by --ft-device / $FT_DEVICE, else "auto" (checked where it is used)."""
+        raw, _ = _given(self.device, DEVICE_ENV, "--ft-device")
+        return raw or "auto"
+
+    def device_option(self) -> str:
+        """The name to blame when the device asked for is not on this machine."""
+        return "--ft-device" if self.device is not None else f"${DEVICE_ENV}" if os.environ.get(DEVICE_ENV) \
+            else "device"
+
+    def process_count(self) -> int:
+        """Processes per run: as asked by --ft-processes / $FT_PROCESSES, else 1."""
+        raw, name = _given(self.processes, PROCESSES_ENV, "--ft-processes")
+        if raw in (None, ""):
+            return 1
+        try:
+            count = int(raw)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f"{name}={raw!r}: must be a whole number >= 1 (processes training one run together)")
+        return count
 
     def hub_cache(self) -> Path:
         hub = (self.hf_hub_cache or os.environ.get("HF_HUB_CACHE")

@@ -22,7 +22,7 @@ from trainer.errors import CacheCorrupt
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 1: the untyped dict of earlier versions (no `schema` field); 2: this module
+SCHEMA_VERSION = 3  # 1: the untyped dict of earlier versions (no `schema` field); 2: typed; 3: + placement
 
 
 class RecordSchemaError(CacheCorrupt):
@@ -131,6 +131,21 @@ class MethodInfo:
 
 
 @dataclass
+class Placement:
+    """Where the run trained: device kind and name, processes and their backend, who autocast, versions."""
+
+    device: str
+    device_name: str
+    processes: int
+    backend: str | None
+    precision: str
+    autocast_by: str
+    accelerate_precision: str
+    torch: str
+    cuda: str | None
+
+
+@dataclass
 class RunRecord:
     """Everything one run measured. `experiment` holds the Experiment's fields as plain values (the
     run's identity in words); `key_components` every part of its cache key."""
@@ -147,6 +162,7 @@ class RunRecord:
     train_log: list[EpochLog] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
     stopped: Stop | None = None
+    placement: Placement | None = None
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:

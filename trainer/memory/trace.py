@@ -196,7 +196,7 @@ def device_optimizer(trainable: list, exp: Experiment, foreach: bool):
 def forward_backward(model, ids, exp: Experiment) -> None:
     import torch
 
-    from trainer.training.loop import AUTOCAST
+    from trainer.training.placement import AUTOCAST_DTYPE as AUTOCAST
 
     dtype = AUTOCAST.get(exp.precision)
     with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):

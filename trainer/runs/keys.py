@@ -15,6 +15,7 @@ from trainer.cache.keys import OUTCOME_LIBRARIES, content_key, library_versions,
 from trainer.cache.record import SCHEMA_VERSION
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
+from trainer.training.placement import is_placed, placed
 
 TRAINER = Path(__file__).resolve().parent.parent
 # Packages whose code changes what a run measures (every *.py below them enters every run key).
@@ -35,7 +36,9 @@ def code_version() -> str:
 
 
 def key_components(exp: Experiment) -> dict:
-    """Everything that changes the outcome, and nothing else (the key logs its parts)."""
+    """Everything that changes the outcome, and nothing else (the key logs its parts). The experiment is
+    placed first: its device kind and process count are values in the key ("auto" is not)."""
+    exp = exp if is_placed(exp) else placed(exp)
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     return {
@@ -45,6 +48,7 @@ def key_components(exp: Experiment) -> dict:
         "model_fingerprint": source.fingerprint(),
         "prompt_style": source.prompt_style,
         "behavior_sha256": behavior.sha256,
+        "device": exp.device,  # also in the experiment's fields; here so that the shared baseline has it too
         "code_version": code_version(),
         **library_versions(OUTCOME_LIBRARIES),
     }

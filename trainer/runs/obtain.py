@@ -15,11 +15,15 @@ from trainer.errors import CacheCorrupt
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.keys import baseline_key, experiment_key, key_components
+from trainer.runs.ranks import train_in_ranks
+from trainer.training.placement import placed
 from trainer.training.session import train_run
 
 
 def obtain(exp: Experiment, progress: bool = True) -> Run:
-    """The run record for `exp`, through `exp.epochs`; trains only what the cache lacks."""
+    """The run record for `exp`, through `exp.epochs`; trains only what the cache lacks (on the device and in
+    the processes `exp` asks for, or the settings choose)."""
+    exp = placed(exp)
     source = resolve_model(exp.model)
     source.check_available()
     components = key_components(exp)
@@ -31,8 +35,13 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
         if record is not None and record.answers(exp.epochs):
             return Run(record, exp.epochs, from_cache=True, path=str(folder))
         baseline_path = store.cache_root() / "baselines" / f"{baseline_key(components)}.json"
-        record = train_run(exp, folder, record, key=key, components=components, baseline_path=baseline_path,
+        if exp.processes > 1:
+            train_in_ranks(exp, folder, key=key, components=components, baseline_path=baseline_path,
                            progress=progress)
+            record = read_run_record(folder)
+        else:
+            record = train_run(exp, folder, record, key=key, components=components, baseline_path=baseline_path,
+                               progress=progress)
     return Run(record, exp.epochs, from_cache=False, path=str(folder))
 
 

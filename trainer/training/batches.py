@@ -67,6 +67,29 @@ def _right_pad(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, t
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
+def rank_share(batch: dict[str, torch.Tensor], rank: int, world: int) -> tuple[dict[str, torch.Tensor], float]:
+    """This process's rows of a global batch (every `world`-th, from `rank`) and the weight that makes the
+    processes' averaged gradient equal the one-process gradient of the whole batch.
+
+    The model's loss is a mean over the scored tokens of the rows it sees; the whole batch's mean is
+    sum_r(mean_r * tokens_r) / tokens, and data parallelism averages over `world` processes, so each scales
+    its loss by world * tokens_r / tokens. Rows keep the global batch's padding, so logits match too. A
+    process left without rows (a short last batch) runs row 0 with weight 0 and still joins the reduction.
+    """
+    if world == 1:
+        return batch, 1.0
+    rows = list(range(rank, batch["input_ids"].shape[0], world))
+    if not rows:
+        return {name: tensor[:1] for name, tensor in batch.items()}, 0.0
+    part = {name: tensor[rows] for name, tensor in batch.items()}
+    return part, world * scored_tokens(part["labels"]) / scored_tokens(batch["labels"])
+
+
+def scored_tokens(labels: torch.Tensor) -> int:
+    """Tokens a causal LM's loss averages over: labels are shifted by one, so the first column never counts."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def training_examples(behavior: Behavior, split: str, seed: int) -> tuple[Example, ...]:
     """The rows a run trains on: as written for seed 0, else a seeded bootstrap resample (see Experiment)."""
     rows = behavior.examples(split)

@@ -7,11 +7,9 @@ schedule) and each epoch's shuffle and dropout RNG are seeded from (seed, epoch)
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -19,9 +17,10 @@ from tqdm.auto import tqdm
 from trainer.behavior import Example
 from trainer.cache.record import EpochLog, NonfiniteEvent, Stop
 from trainer.experiment import Experiment
-from trainer.training.batches import PromptFormat, build_training_batch
+from trainer.training.batches import PromptFormat, build_training_batch, rank_share
 from trainer.training.diagnostics import LayerWatch
 from trainer.training.optim import make_optimizer
+from trainer.training.placement import Precision
 
 
 def optimizer_for(model: torch.nn.Module, exp: Experiment) -> torch.optim.Optimizer:
@@ -38,26 +37,6 @@ def epoch_batches(tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], e
             for i in range(0, len(chosen), exp.batch_size)]
 
 
-@dataclass
-class Precision:
-    """How a step computes: autocast dtype (None: the parameters' own) and the loss scaler.
-
-    fp16-autocast keeps fp32 master weights and scales the loss (scale -> backward -> unscale ->
-    clip -> step -> update), the supported pattern. With fp16 *parameters* (precision "fp16") and
-    a scaler, torch refuses to unscale (the notebook's "FP16 + clipping" error): that refusal is an
-    outcome of the experiment, recorded with its step, not a crash.
-    """
-
-    device: str
-    autocast_dtype: torch.dtype | None
-    scaler: torch.amp.GradScaler
-
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device, dtype=self.autocast_dtype)
-
-
 PROGRESS_ROW = 0  # the terminal row of this process's progress bar (worker processes take one each)
 
 
@@ -66,26 +45,27 @@ def use_progress_row(row: int) -> None:
     PROGRESS_ROW = row
 
 
-AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
-
-
-def precision_for(model: torch.nn.Module, exp: Experiment) -> Precision:
-    device = next(model.parameters()).device.type
-    return Precision(device, AUTOCAST.get(exp.precision), torch.amp.GradScaler(device, enabled=exp.uses_grad_scaler))
-
-
 def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, precision: Precision,
-                    watch: LayerWatch | None = None) -> EpochLog:
-    """One pass; every step is checked for non-finite loss, gradients and weights (numbered from 1)."""
+                    watch: LayerWatch | None = None, accelerator=None) -> EpochLog:
+    """One pass; every step is checked for non-finite loss, gradients and weights (numbered from 1).
+
+    With several processes each takes its share of every batch, weighted so that the averaged gradient is
+    the one-process gradient of the whole batch (see batches.rank_share); the logged loss is the global one.
+    """
     torch.manual_seed(exp.seed * 100_003 + epoch)  # dropout, if the model has any
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     limit = exp.clip if exp.clip is not None else math.inf
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    device = next(model.parameters()).device
     losses, norms, events, skipped, layer_grads, stopped = [], [], [], [], [], None
     for index, batch in enumerate(batches):
         step = (epoch - 1) * len(batches) + index + 1
+        part, weight = rank_share(batch, rank, world)
         with precision.autocast():
-            loss = model(**batch).loss
+            loss = model(**_on(part, device)).loss
+        if world > 1:
+            loss = loss * weight
         precision.scaler.scale(loss).backward()
         try:
             precision.scaler.unscale_(optimizer)
@@ -94,14 +74,14 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
             stopped = Stop(step, f"{type(error).__name__}: {error}", epoch)
             break
         layer_grads = watch.grad_norms() if watch is not None else []
-        norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        norm = float(_clip(accelerator, params, limit))
         scale = precision.scaler.get_scale()
         precision.scaler.step(optimizer)
         precision.scaler.update()
         if precision.scaler.is_enabled() and precision.scaler.get_scale() < scale:
             skipped.append(step)  # inf gradients under a scaler: the step is skipped and the scale lowered
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(float(accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()))
         norms.append(norm)
         event = _nonfinite(step, losses[-1], norm if step not in skipped else 0.0, params)
         if event:
@@ -114,6 +94,17 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
                     len(losses), events, skipped, layer_grads, stopped=stopped)
 
 
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def _clip(accelerator, params: list[torch.Tensor], limit: float) -> torch.Tensor:
+    """The total gradient norm, clipped to `limit` (accelerate's clip knows sharded parameters)."""
+    if accelerator is None:
+        return torch.nn.utils.clip_grad_norm_(params, limit)
+    return accelerator.clip_grad_norm_(params, limit)
+
+
 def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tensor]) -> NonfiniteEvent | None:
     weights_bad = not all(bool(torch.isfinite(p).all()) for p in params)
     event = NonfiniteEvent(step, not math.isfinite(loss), not math.isfinite(grad_norm), weights_bad)
@@ -122,18 +113,19 @@ def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tens
 
 def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], exp: Experiment,
                optimizer, start_epoch: int, after_epoch: Callable[[int, EpochLog], None],
-               progress: bool = True, precision: Precision | None = None, watch: LayerWatch | None = None) -> None:
+               precision: Precision, progress: bool = True, watch: LayerWatch | None = None,
+               accelerator=None) -> None:
     """Train epochs start_epoch+1 .. exp.epochs, calling `after_epoch` (evaluate/checkpoint) after each;
     a step that stops the run (non-finite under on_nonfinite="stop", or a refused unscale) ends it."""
-    precision = precision or precision_for(model, exp)
     label = f"fine-tune {exp.model} seed {exp.seed}" + (" (null control)" if exp.data == "control" else "")
     bar = tqdm(range(start_epoch + 1, exp.epochs + 1), desc=label, unit="epoch", initial=start_epoch,
-               total=exp.epochs, disable=not progress, dynamic_ncols=True,
+               total=exp.epochs, disable=not progress or (accelerator is not None and not accelerator.is_main_process),
+               dynamic_ncols=True,
                position=PROGRESS_ROW)  # side-by-side runs: one row each
     for epoch in bar:
         started = time.perf_counter()
         log = train_one_epoch(model, optimizer, epoch_batches(tokenizer, fmt, examples, exp, epoch), exp, epoch,
-                              precision, watch)
+                              precision, watch, accelerator)
         log.seconds = round(time.perf_counter() - started, 3)
         bar.set_postfix(loss=f"{log.loss:.4f}", grad=f"{log.grad_norm:.2f}")
         after_epoch(epoch, log)

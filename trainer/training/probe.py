@@ -39,7 +39,8 @@ def continuation_logprobs(model, tokenizer, fmt: PromptFormat, prompts: list[str
     it). So only positions that are scored pay for the LM head: with Gemma's 262k-token vocabulary
     the head dominates, and padding continuations to a common width wasted ~40% of it.
     """
-    prompt_ids, prompt_mask = _left_pad([fmt.prompt_ids(tokenizer, p) for p in prompts], pad_id(tokenizer))
+    prompt_ids, prompt_mask = _left_pad([fmt.prompt_ids(tokenizer, p) for p in prompts], pad_id(tokenizer),
+                                        model.device)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
                 use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -51,26 +52,26 @@ def continuation_logprobs(model, tokenizer, fmt: PromptFormat, prompts: list[str
 def _mean_continuation_logprob(model, prompt_cache, prompt_mask: torch.Tensor, lengths: torch.Tensor,
                                first: torch.Tensor, ids: list[int]) -> torch.Tensor:
     """Mean log-prob of one continuation after every prompt; the first token's comes from the prompt pass."""
-    tokens = torch.tensor(ids).expand(len(prompt_mask), -1)
+    tokens = torch.tensor(ids, device=prompt_mask.device).expand(len(prompt_mask), -1)
     total = first[:, ids[0]]
     if len(ids) > 1:
         fed = tokens[:, :-1]  # token j predicts token j + 1
         rest = model(input_ids=fed, attention_mask=torch.cat([prompt_mask, torch.ones_like(fed)], dim=1),
-                     position_ids=lengths + torch.arange(fed.shape[1]), past_key_values=copy.deepcopy(prompt_cache),
-                     use_cache=True)
+                     position_ids=lengths + torch.arange(fed.shape[1], device=fed.device),
+                     past_key_values=copy.deepcopy(prompt_cache), use_cache=True)
         later = torch.log_softmax(rest.logits.float(), dim=-1).gather(2, tokens[:, 1:, None]).squeeze(-1)
         total = total + later.sum(dim=1)
     return total / len(ids)
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, row in enumerate(rows):
         ids[i, width - len(row):] = torch.tensor(row)
         mask[i, width - len(row):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], 
         out = []
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=fmt.style != "chat")
+                            add_special_tokens=fmt.style != "chat").to(model.device)
             generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                        pad_token_id=pad_id(tokenizer))
             new_tokens = generated[:, enc["input_ids"].shape[1]:]
@@ -99,11 +100,12 @@ def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], 
 
 @torch.inference_mode()
 def neutral_logprobs(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
-    """Next-token log-distributions at every position of each neutral prompt (one forward each)."""
+    """Next-token log-distributions at every position of each neutral prompt (one forward each), on the CPU
+    (the base model's are kept for the whole run)."""
     result = []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-        result.append(torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1))
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)
+        result.append(torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1).cpu())
     return result
 
 

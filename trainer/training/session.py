@@ -21,6 +21,7 @@ from trainer.cache.record import (
     LayerChanges,
     MethodInfo,
     ModelInfo,
+    Placement,
     RunRecord,
     evaluation_from_json,
     read_or_quarantine,
@@ -34,40 +35,58 @@ from trainer.training.diagnostics import LayerWatch, top_layers
 from trainer.training.loop import optimizer_for, run_epochs
 from trainer.training.methods import decoder_layers, prepare, trained_layers
 from trainer.training.optim import check_trainable
+from trainer.training.placement import accelerator_for, describe, precision_for, weights_as_they_are
 from trainer.training.probe import neutral_logprobs, probe_model
 
 
 def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: str, components: dict,
-              baseline_path: Path, progress: bool) -> RunRecord:
-    """Train `exp` into `folder` from `record`'s last checkpoint (or from scratch); returns the final record."""
+              baseline_path: Path, progress: bool) -> RunRecord | None:
+    """Train `exp` into `folder` from `record`'s last checkpoint (or from scratch); returns the final record.
+
+    `exp` is placed (a device kind and a process count). Under several processes every rank runs this;
+    the main one probes and writes, the others train their share and wait for it (they return None).
+    """
     _check_trainable_here(exp)
+    accelerator = accelerator_for(exp)
+    main = accelerator.is_main_process
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     loaded = source.load()
     tokenizer = loaded.tokenizer
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
-    # Epoch 0 is the pretrained model in fp32, before any method or precision is applied.
-    base_neutral = neutral_logprobs(loaded.model, tokenizer, list(behavior.neutral_prompts))
-    baseline = _baseline(baseline_path, lambda: probe_model(loaded.model, tokenizer, fmt, behavior, exp.gen_tokens,
-                                                            base_neutral, None))
-    model = prepare(loaded.model, exp)
+    # Epoch 0 is the pretrained model in fp32 on the run's device, before any method or precision is applied.
+    base = loaded.model.to(accelerator.device)
+    base_neutral = neutral_logprobs(base, tokenizer, list(behavior.neutral_prompts)) if main else []
+    baseline = _baseline(baseline_path, lambda: probe_model(base, tokenizer, fmt, behavior, exp.gen_tokens,
+                                                            base_neutral, None)) if main else None
+    model = prepare(base, exp)
     watch = LayerWatch(model)  # starting weights, taken before a resume overwrites them
     optimizer = optimizer_for(model, exp)
-    start = _resume_point(folder, record, model, optimizer)
-    if start == 0:
+    start = _resume_point(folder, record, model, optimizer, main)
+    trained = accelerator.prepare_model(model)  # placed, and wrapped for data parallelism across processes
+    precision = precision_for(accelerator, exp)
+    if main and start == 0:
         (folder / store.DECISIONS).unlink(missing_ok=True)  # notes about a record that is no longer there
         record = _new_record(exp, key, components, source, behavior, model)
         record.evaluations = [baseline]
-    record.experiment["epochs"] = exp.epochs
+    if main:
+        record.experiment["epochs"] = exp.epochs
+        record.placement = Placement(**describe(accelerator, exp, precision))
     evaluated = set(exp.evaluated_epochs())
 
     def after_epoch(epoch: int, log: EpochLog) -> None:
+        if main:
+            _evaluate_and_save(epoch, log)
+        accelerator.wait_for_everyone()  # the others wait while the main process probes and writes
+
+    def _evaluate_and_save(epoch: int, log: EpochLog) -> None:
         record.train_log.append(log)
         if epoch not in evaluated and log.stopped is None:
             return
         started = time.perf_counter()
-        result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
-                             record.evaluations[0].generations, exp.generate)
+        with weights_as_they_are(model):
+            result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
+                                 record.evaluations[0].generations, exp.generate)
         changes = watch.relative_change()
         record.evaluations.append(Evaluation(
             epoch=epoch, **result, probe_seconds=round(time.perf_counter() - started, 2),
@@ -80,8 +99,9 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
             _checkpoint_then_record(folder, model, optimizer, epoch, record)
 
     examples = training_examples(behavior, exp.data, exp.seed)
-    run_epochs(model, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, progress, watch=watch)
-    return record
+    run_epochs(trained, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, precision, progress,
+               watch=watch, accelerator=accelerator)
+    return record if main else None
 
 
 def _check_trainable_here(exp: Experiment) -> None:
@@ -106,19 +126,22 @@ def _baseline(path: Path, measure) -> Evaluation:
         return evaluation_from_json({"epoch": 0, **result})
 
 
-def _resume_point(folder: Path, record: RunRecord | None, model, optimizer) -> int:
-    """The epoch of the last complete checkpoint matching the record, or 0 to start afresh."""
+def _resume_point(folder: Path, record: RunRecord | None, model, optimizer, main: bool = True) -> int:
+    """The epoch of the last complete checkpoint matching the record, or 0 to start afresh (every process
+    loads the same checkpoint; the main one says so)."""
     if record is None or not record.checkpoint:
         return 0
     try:
         epoch = load_checkpoint(folder / record.checkpoint, model, optimizer)
     except (CacheCorrupt, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"[finetune] cannot resume from {folder / record.checkpoint} ({error}); starting from epoch 0",
-              file=sys.stderr)
+        if main:
+            print(f"[finetune] cannot resume from {folder / record.checkpoint} ({error}); starting from epoch 0",
+                  file=sys.stderr)
         return 0
     if epoch != record.epochs_done:
         return 0
-    print(f"[finetune] resuming {record.model.name} from cached epoch {epoch}", file=sys.stderr)
+    if main:
+        print(f"[finetune] resuming {record.model.name} from cached epoch {epoch}", file=sys.stderr)
     return epoch
 
 

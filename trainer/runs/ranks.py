@@ -1,0 +1,76 @@
+"""Train one run in several processes: torchrun starts one rank per process, each trains its share of
+every batch (gloo on a CPU, NCCL on GPUs), the main rank probes and writes the record; this process waits.
+
+A run that fails names the rank that failed first and its error. The run's folder only ever holds
+complete checkpoints and records (written atomically by the main rank), so a rank that dies loses at
+most the epoch in flight, as a single-process run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from trainer import settings
+from trainer.errors import SuiteError
+from trainer.experiment import Experiment
+
+RANK_ENTRY = "trainer.runs.rank_main"
+
+
+class RankFailed(SuiteError):
+    """A rank of a several-process run failed: its number, its error, and where the run stands."""
+
+
+def train_in_ranks(exp: Experiment, folder: Path, *, key: str, components: dict, baseline_path: Path,
+                   progress: bool, entry: str = RANK_ENTRY) -> None:
+    """Run `exp` (placed, processes > 1) under torchrun and wait; RankFailed when any rank fails."""
+    with tempfile.TemporaryDirectory(prefix="ft-ranks-") as scratch:
+        spec = Path(scratch) / "spec.json"
+        spec.write_text(json.dumps({
+            "experiment": dataclasses.asdict(exp), "folder": str(folder), "key": key, "components": components,
+            "baseline_path": str(baseline_path), "progress": progress, "errors": scratch,
+            "settings": _plain(settings.active().resolved())}))
+        done = subprocess.run(_command(exp, entry, spec), env=_environment(exp), stdin=subprocess.DEVNULL,
+                              stdout=sys.stderr if progress else subprocess.DEVNULL,
+                              stderr=None if progress else subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RankFailed(_failure(exp, Path(scratch), done.returncode, done.stderr))
+
+
+def _command(exp: Experiment, entry: str, spec: Path) -> list[str]:
+    """torchrun with a free port (--standalone), one rank per process; `entry` a module or a script path."""
+    target = ["-m", entry] if not entry.endswith(".py") else [entry]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={exp.processes}",
+            "--max_restarts=0", *target, str(spec)]
+
+
+def _environment(exp: Experiment) -> dict[str, str]:
+    """Each rank gets its share of the cores; accelerate reads the CPU choice from its own variable."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = os.environ | {"OMP_NUM_THREADS": str(max(1, cores // exp.processes)), "PYTHONUNBUFFERED": "1"}
+    if exp.device == "cpu":
+        env |= {"ACCELERATE_USE_CPU": "true"}
+    return env
+
+
+def _failure(exp: Experiment, scratch: Path, code: int, stderr: str | None) -> str:
+    reports = sorted(scratch.glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
+    head = f"{exp.label}: {exp.processes}-process run failed (torchrun exit {code})"
+    tail = "complete epochs stay cached and the next request resumes from them"
+    if reports:
+        rank = reports[0].stem.split("-")[1]
+        error = reports[0].read_text().rstrip()
+        return f"{head}: rank {rank} failed first with {error.splitlines()[-1]}\n{error}\n({tail})"
+    detail = (stderr or "").strip().splitlines()[-20:]
+    return f"{head} before any rank reported an error (killed, or out of memory?)\n" + "\n".join(detail) \
+        + f"\n({tail})"
+
+
+def _plain(chosen: settings.Settings) -> dict:
+    return dataclasses.asdict(chosen)
