@@ -17,10 +17,13 @@ import tempfile
 from pathlib import Path
 
 from trainer import settings
+from trainer.cache import store
 from trainer.errors import SuiteError
 from trainer.experiment import Experiment
 
 RANK_ENTRY = "trainer.runs.rank_main"
+# What a rank reports when another rank died under it (gloo, NCCL): an echo, not the cause.
+PEER_LOST = ("Connection closed by peer", "remote worker crashing", "NCCL communicator was aborted")
 
 
 class RankFailed(SuiteError):
@@ -28,18 +31,20 @@ class RankFailed(SuiteError):
 
 
 def train_in_ranks(exp: Experiment, folder: Path, *, key: str, components: dict, baseline_path: Path,
-                   progress: bool, entry: str = RANK_ENTRY) -> None:
-    """Run `exp` (placed, processes > 1) under torchrun and wait; RankFailed when any rank fails."""
+                   progress: bool, entry: str | None = None) -> None:
+    """Run `exp` (placed, processes > 1) under torchrun and wait; RankFailed when any rank fails, after
+    removing whatever a killed rank left half-written. `entry`: the rank's module (or script) to run."""
     with tempfile.TemporaryDirectory(prefix="ft-ranks-") as scratch:
         spec = Path(scratch) / "spec.json"
         spec.write_text(json.dumps({
             "experiment": dataclasses.asdict(exp), "folder": str(folder), "key": key, "components": components,
             "baseline_path": str(baseline_path), "progress": progress, "errors": scratch,
             "settings": _plain(settings.active().resolved())}))
-        done = subprocess.run(_command(exp, entry, spec), env=_environment(exp), stdin=subprocess.DEVNULL,
+        done = subprocess.run(_command(exp, entry or RANK_ENTRY, spec), env=_environment(exp), stdin=subprocess.DEVNULL,
                               stdout=sys.stderr if progress else subprocess.DEVNULL,
                               stderr=None if progress else subprocess.PIPE, text=True)
         if done.returncode != 0:
+            store.remove_unfinished(folder)
             raise RankFailed(_failure(exp, Path(scratch), done.returncode, done.stderr))
 
 
@@ -60,7 +65,7 @@ def _environment(exp: Experiment) -> dict[str, str]:
 
 
 def _failure(exp: Experiment, scratch: Path, code: int, stderr: str | None) -> str:
-    reports = sorted(scratch.glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1]))
+    reports = sorted(scratch.glob("rank-*.txt"), key=_blame_order)
     head = f"{exp.label}: {exp.processes}-process run failed (torchrun exit {code})"
     tail = "complete epochs stay cached and the next request resumes from them"
     if reports:
@@ -70,6 +75,12 @@ def _failure(exp: Experiment, scratch: Path, code: int, stderr: str | None) -> s
     detail = (stderr or "").strip().splitlines()[-20:]
     return f"{head} before any rank reported an error (killed, or out of memory?)\n" + "\n".join(detail) \
         + f"\n({tail})"
+
+
+def _blame_order(report: Path) -> tuple[bool, int, int]:
+    """The rank whose own error started it: not one that only saw a peer disappear, then the earliest."""
+    echo = any(words in report.read_text() for words in PEER_LOST)
+    return echo, report.stat().st_mtime_ns, int(report.stem.split("-")[1])
 
 
 def _plain(chosen: settings.Settings) -> dict:

@@ -1,0 +1,66 @@
+"""Several processes train one run (torchrun, gloo on these CPUs) and end where one process ends.
+
+Accelerate's own CPU test trains a one-process baseline at the full batch and compares the data-parallel
+model with torch.testing.assert_close; these do the same through the suite's front door (obtain).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny import tiny
+
+from trainer.cache import store
+from trainer.runs import ranks
+from trainer.runs.obtain import obtain
+
+# Batches of 4 then 1 (five examples): the short last batch leaves one rank without rows, the case the
+# weighting has to get right.
+TWO_EPOCHS = dict(epochs=2, batch_size=4, device="cpu")
+
+
+def weights_at(run, epoch: int) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(run.path) / f"checkpoint-{epoch}" / "model.safetensors"))
+
+
+def test_two_gloo_processes_end_with_the_parameters_of_one_process():
+    one = obtain(tiny(**TWO_EPOCHS, processes=1), progress=False)
+    two = obtain(tiny(**TWO_EPOCHS, processes=2), progress=False)
+    assert two.record.placement.processes == 2 and two.record.placement.backend == "gloo"
+    assert one.path != two.path  # the process count is part of the key
+    torch.testing.assert_close(weights_at(two, 2), weights_at(one, 2))
+    assert [e.mean_margin for e in two.record.evaluations] == pytest.approx(
+        [e.mean_margin for e in one.record.evaluations], abs=1e-5)
+    assert [log.loss for log in two.record.train_log] == pytest.approx([log.loss for log in one.record.train_log])
+
+
+def test_a_two_process_run_resumes_from_its_checkpoint_to_the_one_process_result():
+    first = obtain(tiny(**TWO_EPOCHS | {"epochs": 1}, processes=2), progress=False)
+    resumed = obtain(tiny(**TWO_EPOCHS, processes=2), progress=False)
+    assert resumed.path == first.path and resumed.record.epochs_done == 2
+    assert resumed.record.train_log[0] == first.record.train_log[0]  # epoch 1 was not trained again
+    one = obtain(tiny(**TWO_EPOCHS, processes=1), progress=False)
+    torch.testing.assert_close(weights_at(resumed, 2), weights_at(one, 2))
+
+
+def test_a_rank_that_fails_fails_the_run_with_its_error_and_keeps_the_complete_epochs(monkeypatch):
+    real_entry = ranks.RANK_ENTRY
+    monkeypatch.setattr(ranks, "RANK_ENTRY", str(Path(__file__).with_name("crashing_rank.py")))
+    exp = tiny(**TWO_EPOCHS, processes=2)
+    with pytest.raises(ranks.RankFailed, match=r"rank 1 failed first with RuntimeError: rank 1 ran out of luck"):
+        obtain(exp, progress=False)
+    folder = store.run_dir(ranks_key(exp))
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("checkpoint")) == ["record.json"]
+    assert not list(folder.glob(".*.tmp"))  # nothing half-written stays
+    monkeypatch.setattr(ranks, "RANK_ENTRY", real_entry)
+    kept = obtain(exp.with_epochs(1), progress=False)
+    assert kept.from_cache and kept.record.epochs_done == 1
+
+
+def ranks_key(exp) -> str:
+    from trainer.runs.keys import experiment_key
+
+    return experiment_key(exp)
