@@ -147,3 +147,37 @@ def test_the_suite_forces_the_hugging_face_libraries_offline():
     env = os.environ | {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.stdout.split() == ["True", "True"], done.stderr
+
+
+@pytest.mark.parametrize("folder_name, asked", [
+    ("acme--tiny-chat", "acme/tiny-chat"), ("acme/tiny-chat", "acme/tiny-chat"), ("tiny-chat", "tiny-chat"),
+    ("acme--tiny-chat", "acme--tiny-chat")])
+def test_a_model_folder_s_model_is_found_by_its_name(monkeypatch, tmp_path, folder_name, asked):
+    save_tiny(tmp_path / "models" / folder_name)
+    monkeypatch.setenv("FT_MODEL_DIR", str(tmp_path / "models"))
+    source = resolve_model(asked)
+    assert source.path == str((tmp_path / "models" / folder_name).resolve())
+    exp = Experiment(model=asked, epochs=1, lr=1e-3, gen_tokens=4)
+    from trainer.runs.obtain import obtain
+
+    assert obtain(exp, progress=False).record.model.name == asked
+
+
+def test_a_name_no_model_folder_holds_says_where_it_looked(monkeypatch, tmp_path):
+    monkeypatch.setenv("FT_MODEL_DIR", str(tmp_path))
+    with pytest.raises(UnknownModelError, match=r"acme--tiny-chat', 'acme/tiny-chat', 'tiny-chat'"):
+        resolve_model("acme/tiny-chat")
+    monkeypatch.delenv("FT_MODEL_DIR")
+    with pytest.raises(UnknownModelError, match=r"set \$FT_MODEL_DIR / --ft-model-dir"):
+        resolve_model("acme/tiny-chat")
+
+
+def test_the_models_command_lists_model_folders_with_their_parameter_counts(monkeypatch, tmp_path, capsys):
+    loaded = save_tiny(tmp_path / "acme--tiny-chat")
+    monkeypatch.setenv("FT_MODEL_DIR", str(tmp_path))
+    from trainer.__main__ import list_models
+
+    list_models()
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("acme/tiny-chat"))
+    stored = sum(p.numel() for p in loaded.model.state_dict().values())  # tied weights stored once
+    assert f"{stored:,}" in line

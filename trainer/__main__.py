@@ -1,4 +1,5 @@
-"""`python -m trainer models` lists the registry; `run MODEL` trains/probes one experiment;
+"""`python -m trainer models` lists the registry and the model folders' models;
+`run MODEL` trains/probes one experiment;
 `plan MODEL --budget 15GiB` prints the memory plan of every named recipe (or the ones named);
 `cache [--model M]` lists what the cache holds, with sizes."""
 
@@ -10,8 +11,9 @@ import sys
 from trainer.cache.record import RunSummary
 from trainer.errors import ConfigError, SuiteError, WeightsMissing
 from trainer.experiment import Experiment
-from trainer.models.sources import REGISTRY
+from trainer.models.sources import REGISTRY, local_models, model_dirs, stored_parameters
 from trainer.runs.obtain import obtain_with_control
+from trainer.settings import MODEL_DIRS_ENV
 from trainer.stats.verdict import Thresholds, judge_run, onset_epoch
 
 
@@ -24,6 +26,10 @@ def list_models() -> int:
             status = "missing (pytest -rs, or docs/models.md, says how to provide them)"
         params = f"{source.published_params:,}" if source.published_params else "-"
         print(f"{name:14} {type(source).__name__:16} {params:>15}  {status}")
+    for name, folder in local_models():
+        print(f"{name:14} {'LocalFolder':16} {stored_parameters(folder):>15,}  {folder}")
+    if not model_dirs():
+        print(f"(no model folders: --ft-model-dir or ${MODEL_DIRS_ENV} lists folders of your own models)")
     return 0
 
 

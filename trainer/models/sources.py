@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -330,18 +331,61 @@ def known_models() -> list[str]:
     return sorted(REGISTRY)
 
 
-@lru_cache(maxsize=64)
 def resolve_model(name: str) -> ModelSource:
-    """A registered name, or a path to a local HF-format folder; anything else lists the known names."""
+    """A registered name, a path to a local HF-format folder, or the name of a folder in the model folders
+    (--ft-model-dir / $FT_MODEL_DIR) as `org/name`, `org--name` or `name`; anything else lists the known names."""
     if name in REGISTRY:
         return REGISTRY[name]
+    return _local_source(name, tuple(model_dirs()))
+
+
+@lru_cache(maxsize=64)
+def _local_source(name: str, directories: tuple[Path, ...]) -> ModelSource:
     path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model folder {path}", ["has no config.json; is it a Hugging Face-format model folder?"])
-        return LocalFolder(name=str(path), prompt_style=_folder_prompt_style(path), path=str(path.resolve()))
-    raise UnknownModelError(f"unknown model {name!r}; known: {known_models()}, or a path to a local "
-                            f"Hugging Face-format folder (config.json + *.safetensors)")
+    if not path.is_dir():
+        path = next((c for c in named_candidates(name, directories) if (c / "config.json").is_file()), None)
+        if path is None:
+            folders = f" or a folder in {[str(d) for d in directories]} named as {named_forms(name)}" \
+                if directories else f" (or set ${settings.MODEL_DIRS_ENV} / --ft-model-dir to a folder holding it)"
+            raise UnknownModelError(f"unknown model {name!r}; known: {known_models()}, a path to a local "
+                                    f"Hugging Face-format folder (config.json + *.safetensors){folders}")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model folder {path}", ["has no config.json; is it a Hugging Face-format model folder?"])
+    label = name if not Path(name).expanduser().is_dir() else str(path)
+    return LocalFolder(name=label, prompt_style=_folder_prompt_style(path), path=str(path.resolve()))
+
+
+def named_forms(name: str) -> list[str]:
+    """How a folder may be named for `name`: org--name, org/name, or the short name alone."""
+    org, slash, short = name.partition("/")
+    return [f"{org}--{short}", f"{org}/{short}", short] if slash else [name]
+
+
+def named_candidates(name: str, directories: tuple[Path, ...]) -> list[Path]:
+    if name.startswith((".", "/", "~")) or ".." in name:
+        return []
+    return [directory / form for directory in directories for form in named_forms(name)]
+
+
+def local_models() -> list[tuple[str, Path]]:
+    """(name, folder) of every model folder in the model folders: `org--name` is listed as `org/name`."""
+    found = []
+    for directory in model_dirs():
+        for config in sorted(directory.glob("*/config.json")) + sorted(directory.glob("*/*/config.json")):
+            relative = config.parent.relative_to(directory).as_posix()
+            found.append((relative.replace("--", "/", 1) if "/" not in relative else relative, config.parent))
+    return found
+
+
+def stored_parameters(folder: Path) -> int:
+    """Parameters in a folder's safetensors files, read from their headers (no weights are loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118 (safe_open is not iterable)
+    return total
 
 
 def model_dirs() -> list[Path]:
