@@ -14,6 +14,9 @@ from safetensors.torch import load_file
 from tiny import tiny
 
 from trainer.cache import store
+from trainer.errors import ConfigError
+from trainer.experiment import LoRA
+from trainer.runs import obtain as obtain_module
 from trainer.runs import ranks
 from trainer.runs.obtain import obtain
 
@@ -64,3 +67,29 @@ def ranks_key(exp) -> str:
     from trainer.runs.keys import experiment_key
 
     return experiment_key(exp)
+
+
+def test_fsdp2_with_host_offload_on_two_processes_trains_and_resumes_to_the_unsharded_result():
+    """The offload recipe's sharded path (FSDP2 fully_shard + CPUOffloadPolicy, gloo): one epoch, then a
+    resumed second, end with the one-process unsharded run's weights and AdamW moments."""
+    first = obtain(tiny(**TWO_EPOCHS | {"epochs": 1}, processes=2, offload="fsdp2"), progress=False)
+    sharded = obtain(tiny(**TWO_EPOCHS, processes=2, offload="fsdp2"), progress=False)
+    assert sharded.path == first.path and sharded.record.train_log[0] == first.record.train_log[0]
+    plain = obtain(tiny(**TWO_EPOCHS, processes=1), progress=False)
+    torch.testing.assert_close(weights_at(sharded, 2), weights_at(plain, 2))
+    moments = [load_file(str(Path(run.path) / "checkpoint-2" / "optimizer.safetensors")) for run in (sharded, plain)]
+    torch.testing.assert_close(*moments)
+    assert [e.mean_margin for e in sharded.record.evaluations] == pytest.approx(
+        [e.mean_margin for e in plain.record.evaluations], abs=1e-5)
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(method=LoRA()), r"only full fine-tuning is sharded here"),
+    (dict(precision="fp16"), r"use one of \['fp32', 'bf16-autocast'\]"),
+    (dict(offload="streaming", processes=1), r"offload='streaming' is planned .* but not trained: train with host "
+                                             r"offload as offload='fsdp2'"),
+])
+def test_what_the_sharding_cannot_wrap_is_refused_before_any_process_starts(fields, words, monkeypatch):
+    monkeypatch.setattr(obtain_module, "train_in_ranks", lambda *a, **k: pytest.fail("a process was started"))
+    with pytest.raises(ConfigError, match=words):
+        obtain(tiny(**TWO_EPOCHS, **({"offload": "fsdp2", "processes": 2} | fields)), progress=False)

@@ -82,7 +82,8 @@ def layer_problems(what: str, layers: object) -> list[str]:
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16-autocast", "fp16-autocast", "fp16")
 NONFINITE_POLICIES: tuple[str, ...] = ("stop", "continue")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd", "adafactor", "adamw-8bit")
-OFFLOADS: tuple[str | None, ...] = (None, "plain", "streaming")
+# "plain" and "streaming" are planned only; "fsdp2" trains (FSDP2 with CPU offload, trainer.training.sharding).
+OFFLOADS: tuple[str | None, ...] = (None, "plain", "streaming", "fsdp2")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 # The fields that decide where a training step's bytes live (the memory planner's whole vocabulary).
 MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing", "clip")
@@ -131,7 +132,7 @@ class Experiment:
     grad_scaler: bool | None = None  # None: on exactly for fp16-autocast
     on_nonfinite: str = "stop"
     optimizer: str = "adamw"
-    offload: str | None = None  # None, "plain" or "streaming": planned (trainer.memory), not trained yet
+    offload: str | None = None  # None; "fsdp2" trains sharded with host offload; "plain"/"streaming" are planned only
     checkpointing: bool = False  # recompute activations in backward (gradient checkpointing)
     device: str = "auto"  # "auto": --ft-device if given, else CUDA, then MPS, then the CPU
     processes: int | None = None  # data-parallel processes at the same global batch; None: --ft-processes, else 1

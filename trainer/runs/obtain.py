@@ -17,7 +17,8 @@ from trainer.models.sources import resolve_model
 from trainer.runs.keys import baseline_key, experiment_key, key_components
 from trainer.runs.ranks import train_in_ranks
 from trainer.training.placement import placed
-from trainer.training.session import train_run
+from trainer.training.session import check_trainable_here, train_run
+from trainer.training.sharding import is_sharded
 
 
 def obtain(exp: Experiment, progress: bool = True) -> Run:
@@ -35,7 +36,8 @@ def obtain(exp: Experiment, progress: bool = True) -> Run:
         if record is not None and record.answers(exp.epochs):
             return Run(record, exp.epochs, from_cache=True, path=str(folder))
         baseline_path = store.cache_root() / "baselines" / f"{baseline_key(components)}.json"
-        if exp.processes > 1:
+        check_trainable_here(exp)  # before any model loads or process starts
+        if exp.processes > 1 or is_sharded(exp):  # a sharded model needs a process group, even of one
             train_in_ranks(exp, folder, key=key, components=components, baseline_path=baseline_path,
                            progress=progress)
             record = read_run_record(folder)

@@ -14,6 +14,7 @@ import torch
 
 from trainer.cache.record import TopLayer
 from trainer.training.methods import decoder_layers
+from trainer.training.sharding import full
 
 TOP_K = 3
 
@@ -55,7 +56,7 @@ def top_layers(changes: list[float], k: int = TOP_K) -> list[TopLayer]:
 
 
 def _sq(t: torch.Tensor) -> float:
-    return float(t.detach().float().pow(2).sum())
+    return float(full(t.detach()).float().pow(2).sum())  # a sharded tensor is gathered (every rank calls this)
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:

@@ -21,6 +21,7 @@ from trainer.training.batches import PromptFormat, build_training_batch, rank_sh
 from trainer.training.diagnostics import LayerWatch
 from trainer.training.optim import make_optimizer
 from trainer.training.placement import Precision
+from trainer.training.sharding import all_finite
 
 
 def optimizer_for(model: torch.nn.Module, exp: Experiment) -> torch.optim.Optimizer:
@@ -57,7 +58,7 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
     params = [p for p in model.parameters() if p.requires_grad]
     limit = exp.clip if exp.clip is not None else math.inf
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    device = next(model.parameters()).device
+    device = accelerator.device if accelerator else next(model.parameters()).device  # where compute happens
     losses, norms, events, skipped, layer_grads, stopped = [], [], [], [], [], None
     for index, batch in enumerate(batches):
         step = (epoch - 1) * len(batches) + index + 1
@@ -106,7 +107,7 @@ def _clip(accelerator, params: list[torch.Tensor], limit: float) -> torch.Tensor
 
 
 def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tensor]) -> NonfiniteEvent | None:
-    weights_bad = not all(bool(torch.isfinite(p).all()) for p in params)
+    weights_bad = not all_finite(params)
     event = NonfiniteEvent(step, not math.isfinite(loss), not math.isfinite(grad_norm), weights_bad)
     return event if event.flags() else None
 

@@ -18,7 +18,7 @@ from trainer.behavior import Behavior
 from trainer.training.batches import PromptFormat, pad_id
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed
 def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batch_size: int = 48) -> list[float]:
     continuations = [fmt.continuation_ids(tokenizer, c) for c in behavior.targets + behavior.contrasts]
     scores = torch.cat([
@@ -79,7 +79,7 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed
 def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], max_new_tokens: int,
                        batch_size: int = 64) -> list[str]:
     texts = [fmt.render(tokenizer, p) for p in prompts]
@@ -98,7 +98,7 @@ def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], 
         tokenizer.padding_side = side
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed
 def neutral_logprobs(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
     """Next-token log-distributions at every position of each neutral prompt (one forward each), on the CPU
     (the base model's are kept for the whole run)."""

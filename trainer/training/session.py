@@ -23,6 +23,7 @@ from trainer.cache.record import (
     ModelInfo,
     Placement,
     RunRecord,
+    Stop,
     evaluation_from_json,
     read_or_quarantine,
 )
@@ -30,13 +31,14 @@ from trainer.errors import CacheCorrupt, ConfigError
 from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.training.batches import PromptFormat, training_examples
-from trainer.training.checkpoint import load_checkpoint, save_checkpoint
+from trainer.training.checkpoint import TrainingState, gather_state, load_checkpoint, save_checkpoint
 from trainer.training.diagnostics import LayerWatch, top_layers
 from trainer.training.loop import optimizer_for, run_epochs
 from trainer.training.methods import decoder_layers, prepare, trained_layers
 from trainer.training.optim import check_trainable
 from trainer.training.placement import accelerator_for, describe, precision_for, weights_as_they_are
 from trainer.training.probe import neutral_logprobs, probe_model
+from trainer.training.sharding import is_sharded, note_if_it_fits_anyway, refuse_unless_trainable, reshard, shard
 
 
 def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: str, components: dict,
@@ -44,26 +46,42 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     """Train `exp` into `folder` from `record`'s last checkpoint (or from scratch); returns the final record.
 
     `exp` is placed (a device kind and a process count). Under several processes every rank runs this;
-    the main one probes and writes, the others train their share and wait for it (they return None).
+    the main one writes, the others train their share and wait for it (they return None). A sharded
+    model (offload="fsdp2") is probed and gathered by every rank together, since each holds a part of it.
     """
-    _check_trainable_here(exp)
+    check_trainable_here(exp)
     accelerator = accelerator_for(exp)
-    main = accelerator.is_main_process
+    main, sharded = accelerator.is_main_process, is_sharded(exp)
+    probing = main or sharded
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     loaded = source.load()
     tokenizer = loaded.tokenizer
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
+
+    def probe(model, base_neutral, baseline_generations, generate=True) -> dict:
+        try:
+            with weights_as_they_are(model):
+                return probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
+                                   baseline_generations, generate)
+        finally:
+            if sharded:
+                reshard(model)
+
     # Epoch 0 is the pretrained model in fp32 on the run's device, before any method or precision is applied.
-    base = loaded.model.to(accelerator.device)
-    base_neutral = neutral_logprobs(base, tokenizer, list(behavior.neutral_prompts)) if main else []
-    baseline = _baseline(baseline_path, lambda: probe_model(base, tokenizer, fmt, behavior, exp.gen_tokens,
-                                                            base_neutral, None)) if main else None
+    base = shard(loaded.model, exp.device) if sharded else loaded.model.to(accelerator.device)
+    if sharded and main:
+        note_if_it_fits_anyway(exp, sum(p.numel() for p in base.parameters()))  # global counts of the shards
+    base_neutral = neutral_logprobs(base, tokenizer, list(behavior.neutral_prompts)) if probing else []
+    if sharded:
+        reshard(base)
+    baseline = _baseline(baseline_path, lambda: probe(base, base_neutral, None), main, sharded) if probing else None
     model = prepare(base, exp)
     watch = LayerWatch(model)  # starting weights, taken before a resume overwrites them
     optimizer = optimizer_for(model, exp)
     start = _resume_point(folder, record, model, optimizer, main)
-    trained = accelerator.prepare_model(model)  # placed, and wrapped for data parallelism across processes
+    # Placed and wrapped for data parallelism across processes (a sharded model is already both).
+    trained = model if sharded else accelerator.prepare_model(model)
     precision = precision_for(accelerator, exp)
     if main and start == 0:
         (folder / store.DECISIONS).unlink(missing_ok=True)  # notes about a record that is no longer there
@@ -76,27 +94,21 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
 
     def after_epoch(epoch: int, log: EpochLog) -> None:
         if main:
-            _evaluate_and_save(epoch, log)
+            record.train_log.append(log)
+        if epoch in evaluated or log.stopped is not None:
+            evaluation = _evaluate(epoch) if probing else None
+            state = gather_state(model, optimizer) if probing and log.stopped is None else None
+            if main:
+                _record(folder, record, epoch, evaluation, log.stopped, state)
         accelerator.wait_for_everyone()  # the others wait while the main process probes and writes
 
-    def _evaluate_and_save(epoch: int, log: EpochLog) -> None:
-        record.train_log.append(log)
-        if epoch not in evaluated and log.stopped is None:
-            return
+    def _evaluate(epoch: int) -> Evaluation:
         started = time.perf_counter()
-        with weights_as_they_are(model):
-            result = probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
-                                 record.evaluations[0].generations, exp.generate)
+        baseline_generations = record.evaluations[0].generations if main else None
+        result = probe(model, base_neutral, baseline_generations, exp.generate)
         changes = watch.relative_change()
-        record.evaluations.append(Evaluation(
-            epoch=epoch, **result, probe_seconds=round(time.perf_counter() - started, 2),
-            layers=LayerChanges(changes, top_layers(changes))))
-        record.epochs_done = epoch
-        if log.stopped is not None:
-            record.stopped = log.stopped
-            _final_record(folder, record)
-        else:
-            _checkpoint_then_record(folder, model, optimizer, epoch, record)
+        return Evaluation(epoch=epoch, **result, probe_seconds=round(time.perf_counter() - started, 2),
+                          layers=LayerChanges(changes, top_layers(changes)))
 
     examples = training_examples(behavior, exp.data, exp.seed)
     run_epochs(trained, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, precision, progress,
@@ -104,26 +116,55 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     return record if main else None
 
 
-def _check_trainable_here(exp: Experiment) -> None:
+def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation, stopped: Stop | None,
+            state: TrainingState | None) -> None:
+    record.evaluations.append(evaluation)
+    record.epochs_done = epoch
+    if stopped is not None:
+        record.stopped = stopped
+        _final_record(folder, record)
+    else:
+        _checkpoint_then_record(folder, state, epoch, record)
+
+
+def check_trainable_here(exp: Experiment) -> None:
     """Recipes the planner reads but this trainer does not run: offload (accelerate's comes next) and 8-bit
     AdamW (bitsandbytes is not installed). Refused before any model is loaded."""
     check_trainable(exp.optimizer)
-    if exp.offload is not None:
+    if exp.offload is not None and not is_sharded(exp):
         raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
-            "CPU offload can be planned (trainer.memory.plan) but not trained yet: training runs every tensor "
-            "on one device; declare offload=None to train, or plan() the experiment to see where its bytes go"])
+            f"offload={exp.offload!r} is planned (trainer.memory.plan) but not trained: train with host offload as "
+            "offload='fsdp2' (FSDP2 with CPU offload), or declare offload=None"])
+    refuse_unless_trainable(exp)
 
 
-def _baseline(path: Path, measure) -> Evaluation:
+def _baseline(path: Path, measure, main: bool = True, together: bool = False) -> Evaluation | None:
     """Epoch-0 probes, measured once per baseline key and shared by every run that has that key; a cached
-    one that is damaged or of another shape is moved aside and measured again."""
+    one that is damaged or of another shape is moved aside and measured again. With `together` (a sharded
+    model: each rank holds a part) the main rank decides whether to measure and every rank takes part."""
+    if not main:
+        if _main_says(False):
+            measure()
+        return None
     with store.locked(path.with_suffix(".lock")):
         cached = read_or_quarantine(path, lambda data: evaluation_from_json({"epoch": 0, **data}))
+        if together:
+            _main_says(cached is None)
         if cached is not None:
             return cached
         result = measure()
         store.write_record(path, result)
         return evaluation_from_json({"epoch": 0, **result})
+
+
+def _main_says(flag: bool) -> bool:
+    """The main rank's yes or no, received by every rank (a broadcast of one number)."""
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _resume_point(folder: Path, record: RunRecord | None, model, optimizer, main: bool = True) -> int:
@@ -145,10 +186,10 @@ def _resume_point(folder: Path, record: RunRecord | None, model, optimizer, main
     return epoch
 
 
-def _checkpoint_then_record(folder: Path, model, optimizer, epoch: int, record: RunRecord) -> None:
+def _checkpoint_then_record(folder: Path, state: TrainingState, epoch: int, record: RunRecord) -> None:
     """Checkpoint first, record second, then drop older checkpoints: the record never points at nothing."""
     name = f"checkpoint-{epoch}"
-    save_checkpoint(folder / name, model, optimizer, epoch)
+    save_checkpoint(folder / name, state, epoch)
     previous = record.checkpoint
     record.checkpoint = name
     store.write_record(folder / store.RECORD, record.to_json())
