@@ -47,7 +47,7 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def plan_table(args: argparse.Namespace) -> int:
-    from trainer.memory.planner import PARTS, plan
+    from trainer.memory.planner import PARTS, model_states, plan
     from trainer.memory.recipes import RECIPES
     from trainer.units import format_bytes, parse_bytes
 
@@ -55,6 +55,8 @@ def plan_table(args: argparse.Namespace) -> int:
     # Offloading moves state from an accelerator to the host: on a CPU there is nothing to offload.
     names = args.recipe or [name for name, r in RECIPES.items() if args.device == "cuda" or not r.offload]
     where = "GPU" if args.device == "cuda" else "CPU"
+    for line in model_states(args.model):
+        print(f"{args.model}: {line}")
     print(f"{args.model}: batch {args.batch} x {args.seq} tokens on {where}"
           + (f", budget {format_bytes(budget)}" if budget else ""))
     short = {"gradients": "grads", "optimizer": "optim", "optimizer step": "step", "activations": "activ"}

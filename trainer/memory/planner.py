@@ -16,6 +16,7 @@ from trainer.cache.keys import cache_path
 from trainer.errors import ConfigError, ExpectationMisuse
 from trainer.experiment import Experiment
 from trainer.judgement import Judgement, judged
+from trainer.memory import zero
 from trainer.memory.recipes import as_experiment, name_of
 from trainer.memory.trace import Footprint, StepTrace, trace_step
 from trainer.models import configs as model_configs
@@ -160,6 +161,10 @@ def _assemble(exp: Experiment, batch, seq, device, parameters, trace, layers, vo
              "optimizer step": max(0, peak.optimizer - state), "activations": activations,
              "logits": in_flight - activations}
     host, notes = _offloaded_state(exp, full)
+    if exp.offload == "fsdp2":
+        parts |= _gathered_on_device(exp)
+        notes.append("fsdp2: the root group (embeddings, head, final norm) stays gathered from forward to backward; "
+                     "two decoder layers' weights (one prefetched) and one layer's gradients at a time")
     if exp.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
         notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
@@ -177,8 +182,24 @@ def _offloaded_state(exp: Experiment, full: StepTrace) -> tuple[dict, list[str]]
     if not exp.offload:
         return {}, []
     trainable = full.trainable
-    return ({"weights": 4 * trainable, "gradients": 4 * trainable, "optimizer": 8 * trainable},
+    return ({"weights": zero.FP32 * trainable, "gradients": zero.FP32 * trainable,
+             "optimizer": zero.ADAM_MOMENTS * trainable},
             [f"{exp.offload} offload: fp32 master weights, gradients and AdamW moments live on the host"])
+
+
+def _gathered_on_device(exp: Experiment) -> dict[str, int]:
+    """FSDP2 with host offload: what is gathered on the device at the peak, in fp32 (a trace cannot see it:
+    sharding needs a process group)."""
+    layer, outside = model_configs.decoder_layer_parameters(architecture_of(exp.model))
+    return {"weights": zero.FP32 * (outside + 2 * layer), "gradients": zero.FP32 * (outside + layer),
+            "optimizer": 0, "optimizer step": 0}
+
+
+def model_states(model: str) -> list[str]:
+    """The parameter count and model-state bytes (fp32 AdamW, and DeepSpeed's 16-bit ZeRO placements)."""
+    config = architecture_of(model)
+    return zero.model_state_lines(model_configs.parameter_count(config),
+                                  model_configs.largest_module_parameters(config))
 
 
 def _overhead(device: str, loss_buffer: int) -> int:

@@ -47,6 +47,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("fp32-offload-streaming", "fp32 weights on the device; each gradient streamed to the host as "
                                      "it is produced, AdamW on the host (DeepSpeed ZeRO-Offload style)",
            offload="streaming"),
+    Recipe("fp32-offload-fsdp2", "fp32 weights, gradients and AdamW state on the host, sharded across processes; "
+                                 "each layer's weights gathered onto the device for its forward and backward "
+                                 "(FSDP2 + CPUOffloadPolicy: this one trains)", offload="fsdp2"),
     Recipe("grad-checkpointing", "fp32 AdamW, activations recomputed in backward", checkpointing=True),
     Recipe("lora-fp16", "LoRA r=32 on q,v (alpha 64); frozen base in fp16, adapter fp32, AdamW",
            method=NOTEBOOK_LORA, precision="fp16"),

@@ -125,7 +125,7 @@ def prepare_training(model, exp: Experiment, fake: bool, foreach: bool, device: 
         model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = device_optimizer(trainable, exp, foreach)
-    if exp.offload == "streaming":
+    if exp.offload in ("streaming", "fsdp2"):
         for parameter in trainable:  # each gradient leaves the device as soon as it is complete
             parameter.register_post_accumulate_grad_hook(drop_grad)
     return trainable, optimizer

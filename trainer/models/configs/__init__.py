@@ -54,3 +54,17 @@ def build_on_meta(config, dtype=None):
 def parameter_count(config) -> int:
     """Distinct parameters (tied embeddings count once), as published model cards count them."""
     return sum(p.numel() for p in build_on_meta(config).parameters())
+
+
+def largest_module_parameters(config) -> int:
+    """The most parameters one module holds itself (not counting its children): DeepSpeed's "largest layer",
+    what ZeRO-3 gathers at once (for most causal LMs the embedding or the output head)."""
+    model = build_on_meta(config)
+    return max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+
+
+def decoder_layer_parameters(config) -> tuple[int, int]:
+    """(parameters of one decoder layer, parameters outside the decoder layers): from the counts at 1 and 2
+    layers, so every architecture is measured the same way."""
+    one, two = (parameter_count(with_layers(config, n)) for n in (1, 2))
+    return two - one, one - (two - one)
