@@ -288,3 +288,12 @@ def test_the_fsdp2_offload_plan_keeps_the_states_on_the_host_and_a_few_layers_on
     assert sharded.device_parts["weights"] == 4 * (outside + 2 * layer)
     assert sharded.device_parts["optimizer"] == 0
     assert sharded.fits("15GiB") and not whole.fits("15GiB")
+
+
+def test_the_fsdp2_offload_recipe_measures_a_real_sharded_step_on_this_cpu():
+    """The code path of the Phi-2 measurement under a CUDA cap (behaviors/test_memory.py), run here on a CPU:
+    training's sharding and optimizer in a fresh process (a process group of one), two real steps."""
+    measured = measure("tiny-llama", "fp32-offload-fsdp2", batch=2, seq=16, device="cpu", cached=False)
+    assert measured.out_of_memory is None and measured.peak_bytes > 0
+    assert measured.recipe == "fp32-offload-fsdp2"
+    assert 2 * measured.trainable_bytes <= measured.optimizer_state_bytes <= 2.05 * measured.trainable_bytes

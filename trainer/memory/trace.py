@@ -121,6 +121,8 @@ def prepare_training(model, exp: Experiment, fake: bool, foreach: bool, device: 
     """
     if fake:
         materialize_meta(model)
+    elif exp.offload == "fsdp2":  # a real sharded step: states on the host, layers gathered onto `device`
+        return _sharded_training(model, exp, device)
     else:
         model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -129,6 +131,17 @@ def prepare_training(model, exp: Experiment, fake: bool, foreach: bool, device: 
         for parameter in trainable:  # each gradient leaves the device as soon as it is complete
             parameter.register_post_accumulate_grad_hook(drop_grad)
     return trainable, optimizer
+
+
+def _sharded_training(model, exp: Experiment, device: str):
+    """Training's own sharding (FSDP2 + CPUOffloadPolicy) and optimizer, in this process alone. A trace
+    (fake tensors) cannot shard; it plans the offload recipe as if gradients left as they are made."""
+    from trainer.training.optim import make_optimizer
+    from trainer.training.sharding import shard
+
+    shard(model, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return trainable, make_optimizer(trainable, exp.optimizer, exp.lr, exp.weight_decay)
 
 
 def build_trainable(config, exp: Experiment, on_meta: bool = False):

@@ -12,6 +12,7 @@ DeepSpeed writes its own pickled checkpoint format; and accelerate enables DeepS
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -52,8 +53,12 @@ def shard(model: torch.nn.Module, device: str) -> torch.nn.Module:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
-    if not dist.is_initialized():  # one process under torchrun: accelerate starts no group for it
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        if "WORLD_SIZE" in os.environ:  # one process under torchrun: accelerate starts no group for it
+            dist.init_process_group(backend)
+        else:  # a process of its own (a memory measurement): a group of one, no network
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     mesh = init_device_mesh(device, (dist.get_world_size(),))
     policy = CPUOffloadPolicy(pin_memory=device == "cuda")  # pinned host memory needs a GPU
     for layer in decoder_layers(model):
