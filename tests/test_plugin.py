@@ -154,6 +154,19 @@ def test_bad_parallel_runs_option_is_a_usage_error(suite):
     result.stderr.fnmatch_lines(["*--ft-parallel-runs=0: must be >= 1*"])
 
 
+def test_bad_processes_option_is_a_usage_error(suite):
+    result = suite.runpytest("--ft-processes", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ft-processes=0: must be a whole number >= 1*"])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA; the refusal needs none")
+def test_a_device_this_machine_lacks_stops_the_session_with_the_fix(suite):
+    result = suite.runpytest("--ft-device", "cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ft-device='cuda'*", "*no cuda device*use device='auto' or 'cpu'*"])
+
+
 def test_allure_results_carry_labels_and_evidence(suite, tmp_path):
     import json
 
