@@ -151,7 +151,7 @@ def test_bad_threshold_option_is_a_usage_error(suite):
 def test_bad_parallel_runs_option_is_a_usage_error(suite):
     result = suite.runpytest("--ft-parallel-runs", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--ft-parallel-runs=0: must be >= 1*"])
+    result.stderr.fnmatch_lines(["*--ft-parallel-runs=0: must be a whole number >= 1*"])
 
 
 def test_bad_processes_option_is_a_usage_error(suite):

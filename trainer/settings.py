@@ -65,16 +65,8 @@ class Settings:
 
     def workers(self) -> int:
         """Runs trained side by side: as asked, else as many as there are cores, at most 2."""
-        raw, name = _given(self.parallel_runs, PARALLEL_RUNS_ENV, "--ft-parallel-runs")
-        if raw in (None, ""):
-            return max(1, min(2, len(os.sched_getaffinity(0))))
-        try:
-            workers = int(raw)
-        except ValueError:
-            workers = 0
-        if workers < 1:
-            raise ValueError(f"{name}={raw!r}: must be >= 1, a whole number (1 trains one run at a time)")
-        return workers
+        return _count(self.parallel_runs, PARALLEL_RUNS_ENV, "--ft-parallel-runs", "1 trains one run at a time",
+                      default=max(1, min(2, len(os.sched_getaffinity(0)))))
 
     def device_kind(self) -> str:
         """The device asked for by --ft-device / $FT_DEVICE, else "auto" (checked where it is used)."""
@@ -88,16 +80,8 @@ class Settings:
 
     def process_count(self) -> int:
         """Processes per run: as asked by --ft-processes / $FT_PROCESSES, else 1."""
-        raw, name = _given(self.processes, PROCESSES_ENV, "--ft-processes")
-        if raw in (None, ""):
-            return 1
-        try:
-            count = int(raw)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise ValueError(f"{name}={raw!r}: must be a whole number >= 1 (processes training one run together)")
-        return count
+        return _count(self.processes, PROCESSES_ENV, "--ft-processes", "processes training one run together",
+                      default=1)
 
     def hub_cache(self) -> Path:
         hub = (self.hf_hub_cache or os.environ.get("HF_HUB_CACHE")
@@ -111,6 +95,20 @@ class Settings:
 def _given(value: object, env: str, option: str) -> tuple[object, str]:
     """The value and the name to blame in an error: the option when it was given, else the variable."""
     return (value, option) if value is not None else (os.environ.get(env), f"${env}")
+
+
+def _count(value: object, env: str, option: str, meaning: str, default: int) -> int:
+    """A whole number >= 1 from the option, else the variable, else `default`; an error names the one given."""
+    raw, name = _given(value, env, option)
+    if raw in (None, ""):
+        return default
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{name}={raw!r}: must be a whole number >= 1 ({meaning})")
+    return count
 
 
 def _folders(value: tuple[str, ...] | None, env: str) -> list[Path]:
