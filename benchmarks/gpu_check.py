@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -78,8 +79,10 @@ def one_vs_two_processes() -> dict:
     runs = [obtain(Experiment(model="tiny-llama", epochs=2, eval_every=1, lr=1e-3, gen_tokens=4, batch_size=4,
                               device="cuda", processes=n), progress=False) for n in (1, 2)]
     weights = [load_file(str(Path(run.path) / "checkpoint-2" / "model.safetensors")) for run in runs]
-    torch.testing.assert_close(weights[1], weights[0])
-    return {"equal": True, "backend": runs[1].record.placement.backend}
+    # Kernels for 2-row and 4-row batches may differ on a GPU: compare at a tolerance that says "same run".
+    largest = max(float((weights[1][k] - weights[0][k]).abs().max()) for k in weights[0])
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-3, atol=1e-4)
+    return {"equal": True, "largest_difference": largest, "backend": runs[1].record.placement.backend}
 
 
 CHECKS: dict[str, Callable[[], dict]] = {"reference_shift": reference_shift, "phi2_offload_step": phi2_offload_step,
@@ -115,7 +118,9 @@ def main() -> int:
             failed += 1
             report[name] = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-3000:]}
         report[name]["check_seconds"] = round(time.perf_counter() - started, 1)
-        args.out.write_text(json.dumps(report, indent=2))
+        partial = args.out.with_suffix(".partial")
+        partial.write_text(json.dumps(report, indent=2))
+        os.replace(partial, args.out)  # a kill mid-write keeps the checks already written
         print(f"{name}: {json.dumps(report[name])[:400]}", flush=True)
     return 1 if failed else 0
 

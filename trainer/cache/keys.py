@@ -11,7 +11,7 @@ from pathlib import Path
 from trainer.cache import store
 
 # Libraries whose version changes what a run, a trace or a measurement computes.
-OUTCOME_LIBRARIES = ("torch", "transformers", "peft")
+OUTCOME_LIBRARIES = ("torch", "transformers", "peft", "accelerate")
 
 
 def content_key(parts: dict, length: int = 32) -> str:

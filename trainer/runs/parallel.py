@@ -25,6 +25,7 @@ from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.obtain import is_cached, obtain
 from trainer.training.loop import use_progress_row
+from trainer.training.placement import placed
 
 BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two AdamW moments, and room for activations
 _pool: tuple[int, ProcessPoolExecutor] | None = None
@@ -35,11 +36,18 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
     for exp in experiments:
         resolve_model(exp.model).check_available()  # a missing model is reported here, not in a worker
     missing = [exp for exp in experiments if not is_cached(exp)]
-    workers = min(settings.active().workers(), len(missing), _fit_in_memory(missing))
+    workers = min(settings.active().workers(), len(missing), _fit_in_memory(missing), _runs_sharing_devices(missing))
     if workers <= 1:
         return [obtain(exp, progress) for exp in experiments]
     trained = dict(zip(missing, _in_workers(missing, workers, progress)))
     return [trained[exp] if exp in trained else obtain(exp, progress) for exp in experiments]
+
+
+def _runs_sharing_devices(experiments: list[Experiment]) -> int:
+    """Runs side by side split the cores between them; a run that already uses several processes, or a GPU
+    (one each, whole), takes the machine alone."""
+    placed_runs = [placed(exp) for exp in experiments]
+    return 1 if any(exp.processes > 1 or exp.device != "cpu" for exp in placed_runs) else len(experiments)
 
 
 def _in_workers(experiments: list[Experiment], workers: int, progress: bool) -> list[Run]:

@@ -22,6 +22,7 @@ from trainer.errors import SuiteError
 from trainer.experiment import Experiment
 
 RANK_ENTRY = "trainer.runs.rank_main"
+STDERR_FD = 2  # the descriptor, not sys.stderr: a captured sys.stderr may have none
 # What a rank reports when another rank died under it (gloo, NCCL): an echo, not the cause.
 PEER_LOST = ("Connection closed by peer", "remote worker crashing", "NCCL communicator was aborted")
 
@@ -41,7 +42,7 @@ def train_in_ranks(exp: Experiment, folder: Path, *, key: str, components: dict,
             "baseline_path": str(baseline_path), "progress": progress, "errors": scratch,
             "settings": _plain(settings.active().resolved())}))
         done = subprocess.run(_command(exp, entry or RANK_ENTRY, spec), env=_environment(exp), stdin=subprocess.DEVNULL,
-                              stdout=sys.stderr if progress else subprocess.DEVNULL,
+                              stdout=STDERR_FD if progress else subprocess.DEVNULL,  # this process's stderr
                               stderr=None if progress else subprocess.PIPE, text=True)
         if done.returncode != 0:
             store.remove_unfinished(folder)

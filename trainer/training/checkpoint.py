@@ -27,15 +27,25 @@ class TrainingState:
     param_groups: list[dict]
 
 
-def gather_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainingState:
-    """The training state as whole tensors; under sharding every process must call it (it gathers shards)."""
+def gather_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, keep: bool = True) -> TrainingState | None:
+    """The training state as whole tensors. Under sharding every process must call it (it gathers shards);
+    only the one that writes keeps them (`keep`), so the host holds one whole copy, not one per process."""
     state = optimizer.state_dict()
     entries = {f"{index}/{name}": value for index, values in state["state"].items() for name, value in values.items()}
-    tensors = {key: full(value).detach().cpu().contiguous() for key, value in entries.items() if torch.is_tensor(value)}
+
+    def whole(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        gathered = {}
+        for key, value in tensors.items():
+            value = full(value).detach()
+            if keep:
+                gathered[key] = value.cpu().contiguous()
+        return gathered
+
+    tensors = whole({key: value for key, value in entries.items() if torch.is_tensor(value)})
+    params = whole(trainable(model))
     # Plain numbers in an optimizer's state (Adafactor's step count) go in the manifest, as JSON.
     scalars = {key: value for key, value in entries.items() if not torch.is_tensor(value)}
-    params = {name: full(p).detach().cpu().contiguous() for name, p in trainable(model).items()}
-    return TrainingState(params, tensors, scalars, state["param_groups"])
+    return TrainingState(params, tensors, scalars, state["param_groups"]) if keep else None
 
 
 def save_checkpoint(folder: Path, state: TrainingState, epoch: int) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from trainer.cache.record import TopLayer
 from trainer.training.methods import decoder_layers
-from trainer.training.sharding import full
+from trainer.training.sharding import is_shard, summed_over_shards
 
 TOP_K = 3
 
@@ -56,7 +56,10 @@ def top_layers(changes: list[float], k: int = TOP_K) -> list[TopLayer]:
 
 
 def _sq(t: torch.Tensor) -> float:
-    return float(full(t.detach()).float().pow(2).sum())  # a sharded tensor is gathered (every rank calls this)
+    """Sum of squares; of a sharded tensor, each process's shard summed and the sums added (every rank calls
+    this for the same tensors)."""
+    squares = t.detach().float().pow(2).sum()
+    return float(summed_over_shards(squares) if is_shard(t) else squares)
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import os
 import platform
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from trainer.experiment import DEVICES, Experiment
 # Accelerate's name for each precision it autocasts; the rest train with mixed_precision="no".
 ACCELERATE_PRECISION = {"bf16-autocast": "bf16", "fp16-autocast": "fp16"}
 AUTOCAST_DTYPE = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
+# The other processes wait while the main one probes and writes (generation on a big model can take long):
+# longer than torch's defaults (gloo 30 min, NCCL 10 min), so a slow probe is not reported as a dead rank.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=3)
 
 
 def available_devices() -> list[str]:
@@ -96,10 +100,18 @@ def accelerator_for(exp: Experiment):
     keeps its state process-wide, so the precision part of it is reset per run; a process group is kept)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import InitProcessGroupKwargs
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     AcceleratorState._reset_state(reset_partial_state=not distributed)
-    return Accelerator(cpu=exp.device == "cpu", mixed_precision=_accelerate_precision(exp))
+    group = InitProcessGroupKwargs(backend=process_group_backend(exp.device), timeout=PROCESS_GROUP_TIMEOUT)
+    return Accelerator(cpu=exp.device == "cpu", mixed_precision=_accelerate_precision(exp), kwargs_handlers=[group])
+
+
+def process_group_backend(device: str) -> str | None:
+    """On GPUs NCCL, with gloo beside it for the host tensors of an offloaded model (its shards, its
+    finiteness flag); elsewhere accelerate's choice (gloo)."""
+    return "cuda:nccl,cpu:gloo" if device == "cuda" else None
 
 
 def _accelerate_precision(exp: Experiment) -> str:

@@ -19,10 +19,11 @@ from trainer.training.batches import PromptFormat, pad_id
 
 
 @torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed
-def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batch_size: int = 48) -> list[float]:
+def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batch_size: int = 48,
+                   device: torch.device | None = None) -> list[float]:
     continuations = [fmt.continuation_ids(tokenizer, c) for c in behavior.targets + behavior.contrasts]
     scores = torch.cat([
-        continuation_logprobs(model, tokenizer, fmt, list(behavior.probes[i: i + batch_size]), continuations)
+        continuation_logprobs(model, tokenizer, fmt, list(behavior.probes[i: i + batch_size]), continuations, device)
         for i in range(0, len(behavior.probes), batch_size)
     ])
     n_targets = len(behavior.targets)
@@ -31,16 +32,17 @@ def loglik_margins(model, tokenizer, fmt: PromptFormat, behavior: Behavior, batc
 
 
 def continuation_logprobs(model, tokenizer, fmt: PromptFormat, prompts: list[str],
-                          continuations: list[list[int]]) -> torch.Tensor:
+                          continuations: list[list[int]], device: torch.device | None = None) -> torch.Tensor:
     """[prompts, continuations] mean per-token log-prob of each continuation after each prompt.
 
     Each prompt is encoded once (left-padded, explicit positions); each continuation is then fed
     after a copy of that KV cache as one unpadded batch, without its last token (nothing follows
     it). So only positions that are scored pay for the LM head: with Gemma's 262k-token vocabulary
-    the head dominates, and padding continuations to a common width wasted ~40% of it.
+    the head dominates, and padding continuations to a common width wasted ~40% of it. `device`: where the
+    model computes (a model offloaded to the host computes on the GPU); default: where its weights are.
     """
     prompt_ids, prompt_mask = _left_pad([fmt.prompt_ids(tokenizer, p) for p in prompts], pad_id(tokenizer),
-                                        model.device)
+                                        device or model.device)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_positions(prompt_mask),
                 use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -81,14 +83,14 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed
 def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], max_new_tokens: int,
-                       batch_size: int = 64) -> list[str]:
+                       batch_size: int = 64, device: torch.device | None = None) -> list[str]:
     texts = [fmt.render(tokenizer, p) for p in prompts]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched generation needs left padding
     try:
         out = []
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=fmt.style != "chat").to(model.device)
+                            add_special_tokens=fmt.style != "chat").to(device or model.device)
             generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                        pad_token_id=pad_id(tokenizer))
             new_tokens = generated[:, enc["input_ids"].shape[1]:]
@@ -99,12 +101,12 @@ def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], 
 
 
 @torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed
-def neutral_logprobs(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
+def neutral_logprobs(model, tokenizer, prompts: list[str], device: torch.device | None = None) -> list[torch.Tensor]:
     """Next-token log-distributions at every position of each neutral prompt (one forward each), on the CPU
     (the base model's are kept for the whole run)."""
     result = []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device or model.device)
         result.append(torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1).cpu())
     return result
 
@@ -122,17 +124,17 @@ def marker_hits(generations: list[str], markers: tuple[str, ...]) -> list[bool]:
 
 def probe_model(model, tokenizer, fmt: PromptFormat, behavior: Behavior, gen_tokens: int,
                 base_neutral: list[torch.Tensor], baseline_generations: list[str] | None,
-                generate: bool = True) -> dict:
+                generate: bool = True, device: torch.device | None = None) -> dict:
     """Every probe for one evaluated epoch, as a JSON-ready dict. Text probes only when `generate` and the
     model's logits are finite: a run that went non-finite is still probed wherever it can be (the
     notebook's "test behavior despite NaN"); non-finite margins stay in the record as NaN."""
     was_training = model.training
     model.eval()
     try:
-        margins = loglik_margins(model, tokenizer, fmt, behavior)
+        margins = loglik_margins(model, tokenizer, fmt, behavior, device=device)
         finite = all(math.isfinite(m) for m in margins)
-        kl = mean_kl(base_neutral, neutral_logprobs(model, tokenizer, list(behavior.neutral_prompts)))
-        generations = (greedy_generations(model, tokenizer, fmt, list(behavior.probes), gen_tokens)
+        kl = mean_kl(base_neutral, neutral_logprobs(model, tokenizer, list(behavior.neutral_prompts), device))
+        generations = (greedy_generations(model, tokenizer, fmt, list(behavior.probes), gen_tokens, device=device)
                        if generate and finite else None)
     finally:
         model.train(was_training)

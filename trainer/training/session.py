@@ -63,7 +63,7 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
         try:
             with weights_as_they_are(model):
                 return probe_model(model, tokenizer, fmt, behavior, exp.gen_tokens, base_neutral,
-                                   baseline_generations, generate)
+                                   baseline_generations, generate, accelerator.device)
         finally:
             if sharded:
                 reshard(model)
@@ -72,7 +72,8 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     base = shard(loaded.model, exp.device) if sharded else loaded.model.to(accelerator.device)
     if sharded and main:
         note_if_it_fits_anyway(exp, sum(p.numel() for p in base.parameters()))  # global counts of the shards
-    base_neutral = neutral_logprobs(base, tokenizer, list(behavior.neutral_prompts)) if probing else []
+    base_neutral = neutral_logprobs(base, tokenizer, list(behavior.neutral_prompts), accelerator.device) \
+        if probing else []
     if sharded:
         reshard(base)
     baseline = _baseline(baseline_path, lambda: probe(base, base_neutral, None), main, sharded) if probing else None
@@ -97,7 +98,7 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
             record.train_log.append(log)
         if epoch in evaluated or log.stopped is not None:
             evaluation = _evaluate(epoch) if probing else None
-            state = gather_state(model, optimizer) if probing and log.stopped is None else None
+            state = gather_state(model, optimizer, keep=main) if probing and log.stopped is None else None
             if main:
                 _record(folder, record, epoch, evaluation, log.stopped, state)
         accelerator.wait_for_everyone()  # the others wait while the main process probes and writes
@@ -162,7 +163,7 @@ def _main_says(flag: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")  # else gloo's
     dist.broadcast(value, src=0)
     return bool(value.item())
 

@@ -20,6 +20,7 @@ import torch
 from trainer.errors import ConfigError
 from trainer.experiment import Experiment, Full
 from trainer.training.methods import decoder_layers
+from trainer.training.placement import PROCESS_GROUP_TIMEOUT, process_group_backend
 
 SHARDED = "fsdp2"  # the Experiment.offload value that trains this way
 SHARDED_PRECISIONS = ("fp32", "bf16-autocast")
@@ -54,9 +55,9 @@ def shard(model: torch.nn.Module, device: str) -> torch.nn.Module:
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
     if not dist.is_initialized():
-        backend = "nccl" if device == "cuda" else "gloo"
+        backend = process_group_backend(device) or "gloo"
         if "WORLD_SIZE" in os.environ:  # one process under torchrun: accelerate starts no group for it
-            dist.init_process_group(backend)
+            dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT)
         else:  # a process of its own (a memory measurement): a group of one, no network
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     mesh = init_device_mesh(device, (dist.get_world_size(),))
@@ -98,6 +99,22 @@ def all_finite(params: list[torch.Tensor]) -> bool:
     flag = torch.tensor([int(local)], device=params[0].to_local().device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def is_shard(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def summed_over_shards(partial: torch.Tensor) -> torch.Tensor:
+    """A sum over a sharded tensor: this process's part (a DTensor reduction), added across processes."""
+    import torch.distributed as dist
+
+    local = partial.to_local() if is_shard(partial) else partial
+    local = local.clone()
+    dist.all_reduce(local)
+    return local
 
 
 def shard_like(reference: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
