@@ -259,3 +259,36 @@ def test_a_bad_cache_cap_option_is_a_usage_error_naming_the_option(suite):
     result = run(suite, "def test_nothing():\n    pass\n", "--ft-cache-max-gb", "-3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--ft-cache-max-gb=-3.0: must be > 0 GB*"])
+
+
+def test_the_run_ends_with_a_summary_of_findings_and_their_headlines(suite, monkeypatch, tmp_path):
+    """Held, contradicted (strict xfail) and not measured, each with what it measured; the Allure report's
+    Environment panel names the libraries, the device and the commit."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf"))
+    result = run(suite, '''
+@pytest.mark.finding("training at lr 1e-3 shifts the tiny model")
+def test_shifts(finetune, expect):
+    expect(finetune(tiny(1e-3, epochs=2, generate=False))).shifts(by_epoch=2)
+
+@pytest.mark.finding("lr 0 shifts the tiny model")
+@pytest.mark.xfail(strict=True, reason="lr 0 moves nothing")
+def test_lr0_shifts(finetune, expect):
+    expect(finetune(tiny(0.0, epochs=2, generate=False))).shifts(by_epoch=2)
+
+@pytest.mark.finding("phi-2 shifts")
+def test_phi2(finetune, expect):
+    expect(finetune(Experiment(model="phi-2"))).shifts(by_epoch=10)
+''', "--ft-seeds", "1", "--alluredir", str(tmp_path / "allure"))
+    result.assert_outcomes(passed=1, xfailed=1, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*= findings =*",
+        "held (1)",
+        "  test_shifts: epistemic-stance on tiny-llama shifted at epoch 2.",
+        "contradicted by the data (strict xfail) (1)",
+        "  test_lr0_shifts: epistemic-stance on tiny-llama did not shift by epoch 2.",
+        "not measured (1): phi-2 (1); `pytest -rs` says how to provide what is missing",
+    ])
+    environment = (tmp_path / "allure" / "environment.properties").read_text()
+    for key in ("torch.version=", "transformers.version=", "peft.version=", "accelerate.version=", "device=cpu",
+                "cores=", "commit="):
+        assert key in environment, key
