@@ -40,7 +40,7 @@ allure: $(ALLURE)
 
 report: venv $(ALLURE)
 	rm -rf reports/allure-results reports/html
-	status=0; $(PY) -m pytest behaviors --alluredir reports/allure-results $(PYTEST_ARGS) || status=$$?; \
+	status=0; $(PY) -m pytest behaviors --alluredir reports/allure-results --benchmark-autosave $(PYTEST_ARGS) || status=$$?; \
 	cp reports/categories.json reports/allure-results/; \
 	ALLURE_NO_ANALYTICS=true $(ALLURE) generate reports/allure-results -o reports/html --clean --single-file \
 		&& echo "Report: $$(pwd)/reports/html/index.html"; \
