@@ -1,4 +1,5 @@
-# `make report`: set up, run the behavior suite on the embedded models, build the single-file Allure report.
+# `make report`: set up, run the behavior suite on the embedded models, build the single-file Allure report
+#                (and, beside it, a multi-file one in reports/history whose history/ the next report carries on).
 # `make test`:   set up, run the framework's tests and the behavior suite (what CI runs).
 SHELL := /bin/bash
 VENV ?= .venv
@@ -42,8 +43,11 @@ report: venv $(ALLURE)
 	rm -rf reports/allure-results reports/html
 	status=0; $(PY) -m pytest behaviors --alluredir reports/allure-results --benchmark-autosave $(PYTEST_ARGS) || status=$$?; \
 	cp reports/categories.json reports/allure-results/; \
+	if [ -d reports/history/history ]; then cp -r reports/history/history reports/allure-results/; fi; \
 	ALLURE_NO_ANALYTICS=true $(ALLURE) generate reports/allure-results -o reports/html --clean --single-file \
 		&& echo "Report: $$(pwd)/reports/html/index.html"; \
+	ALLURE_NO_ANALYTICS=true $(ALLURE) generate reports/allure-results -o reports/history --clean >/dev/null \
+		|| echo "note: reports/history (the trend the next report carries) was not written"; \
 	exit $$status
 
 lint: venv
