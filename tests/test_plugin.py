@@ -283,9 +283,9 @@ def test_phi2(finetune, expect):
     result.stdout.fnmatch_lines([
         "*= findings =*",
         "held (1)",
-        "  test_shifts: epistemic-stance on tiny-llama shifted at epoch 2.",
+        "  test_shifts: epistemic-stance on tiny-llama shifted at epoch 2 (epoch 2: mean gain +*",
         "contradicted by the data (strict xfail) (1)",
-        "  test_lr0_shifts: epistemic-stance on tiny-llama did not shift by epoch 2.",
+        "  test_lr0_shifts: epistemic-stance on tiny-llama did not shift by epoch 2 (epoch 2: mean gain *",
         "not measured (1): phi-2 (1); `pytest -rs` says how to provide what is missing",
     ])
     environment = (tmp_path / "allure" / "environment.properties").read_text()

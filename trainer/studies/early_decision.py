@@ -59,6 +59,12 @@ class Decision:
                  if self.stopped_early else "")
         return f"{self.question}: decided after epoch {self.trained_through} ({outcome}){saved}"
 
+    def gain_words(self) -> str:
+        """The deciding look's headline figures: the seeds' mean margin gain and the gain beyond their controls."""
+        look = self.verdicts[-1]
+        beyond = f", {look.gain_beyond_controls:+.2f} beyond the controls" if self.runs[0].control is not None else ""
+        return f" (epoch {look.epoch}: mean gain {look.mean_gain:+.2f} nats/token{beyond})"
+
     def explain(self) -> str:
         """The rule, every look it took (each seed's reading), and the onset's interval."""
         lines = ["  " + describe_rule(self.thresholds, self.looks, len(self.runs), self.runs[0].control is not None)]
@@ -72,17 +78,19 @@ class Decision:
     def judge_shift(self) -> Judgement:
         """"It shifts by epoch N": holds when the experiment shifted at some look up to N."""
         if self.onset is not None:
-            return judged(True, f"{self.subject} shifted at epoch {self.onset}.\n{self.explain()}")
-        return judged(False, f"{self.subject} did not shift by epoch {self.by_epoch}.\n{self.explain()}\n"
+            return judged(True, f"{self.subject} shifted at epoch {self.onset}{self.gain_words()}.\n{self.explain()}")
+        return judged(False, f"{self.subject} did not shift by epoch {self.by_epoch}{self.gain_words()}.\n"
+                             f"{self.explain()}\n"
                              f"Likely causes: too few epochs or too low a learning rate for this model; try more "
                              f"epochs or a higher lr, or look at the probe table in the report.")
 
     def judge_no_shift(self) -> Judgement:
         """"It does not shift through epoch N": holds when no look up to N shifted."""
         if self.onset is None:
-            return judged(True, f"{self.subject} did not shift through epoch {self.by_epoch}.\n{self.explain()}")
-        return judged(False, f"{self.subject} shifted at epoch {self.onset} (expected no shift through epoch "
-                             f"{self.by_epoch}).\n{self.explain()}")
+            return judged(True, f"{self.subject} did not shift through epoch {self.by_epoch}{self.gain_words()}.\n"
+                                f"{self.explain()}")
+        return judged(False, f"{self.subject} shifted at epoch {self.onset}{self.gain_words()}, expected no shift "
+                             f"through epoch {self.by_epoch}.\n{self.explain()}")
 
 
 def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: str) -> Decision:
