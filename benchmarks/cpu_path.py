@@ -31,52 +31,32 @@ def recipe(model: str):
     return placed(Experiment(model=model, device="cpu", processes=1))
 
 
-def batches_of(exp, tokenizer, prompt_style):
-    from trainer.behavior import load_behavior
-    from trainer.training.batches import PromptFormat, training_examples
-    from trainer.training.loop import epoch_batches
-
-    behavior = load_behavior(exp.behavior)
-    fmt = PromptFormat(prompt_style, behavior.prompt_template)
-    examples = training_examples(behavior, exp.data, exp.seed)
-    return lambda epoch: epoch_batches(tokenizer, fmt, examples, exp, epoch)
-
-
 def our_loop(model_name: str, epochs: int, through_accelerate: bool) -> list[float]:
-    import torch
+    from trainer.studies.step_costs import training_step
 
-    from trainer.models.sources import resolve_model
-    from trainer.training.loop import optimizer_for, train_one_epoch
-    from trainer.training.placement import accelerator_for, precision_for
-
-    exp = recipe(model_name)
-    loaded = resolve_model(model_name).load()
-    batches = batches_of(exp, loaded.tokenizer, loaded.prompt_style)
-    model = loaded.model
-    optimizer = optimizer_for(model, exp)
-    accelerator = accelerator_for(exp)
-    precision = precision_for(accelerator, exp)
-    trained = accelerator.prepare_model(model) if through_accelerate else model
+    _, step = training_step(recipe(model_name), through_accelerate)
     seconds = []
-    for epoch in range(1, epochs + 1):
+    for _ in range(epochs):
         started = time.perf_counter()
-        train_one_epoch(trained, optimizer, batches(epoch), exp, epoch, precision,
-                        accelerator=accelerator if through_accelerate else None)
+        step()
         seconds.append(time.perf_counter() - started)
-    del model, optimizer
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return seconds
 
 
 def hf_trainer(model_name: str, epochs: int) -> list[float]:
-    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from trainer.behavior import load_behavior
     from trainer.models.sources import resolve_model
+    from trainer.training.batches import PromptFormat, training_examples
+    from trainer.training.loop import epoch_batches
 
     exp = recipe(model_name)
     loaded = resolve_model(model_name).load()
-    batch = batches_of(exp, loaded.tokenizer, loaded.prompt_style)(1)[0]  # the 5 rows, padded alike
+    behavior = load_behavior(exp.behavior)
+    fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
+    examples = training_examples(behavior, exp.data, exp.seed)
+    batch = epoch_batches(loaded.tokenizer, fmt, examples, exp, 1)[0]  # the 5 rows, padded alike
     rows = [{name: tensor[i] for name, tensor in batch.items()} for i in range(batch["input_ids"].shape[0])]
 
     class EpochClock(TrainerCallback):
@@ -98,8 +78,6 @@ def hf_trainer(model_name: str, epochs: int) -> list[float]:
             report_to=[], use_cpu=True, seed=exp.seed, disable_tqdm=True, dataloader_num_workers=0)
         trainer = Trainer(model=loaded.model, args=args, train_dataset=rows, callbacks=[clock])
         trainer.train()
-    del trainer
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return clock.seconds
 
 

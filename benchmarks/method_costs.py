@@ -38,34 +38,27 @@ def measure(model_name: str, config: dict | None, steps: int, threads: int) -> d
     import torch
 
     torch.set_num_threads(threads)
-    from trainer.behavior import load_behavior
     from trainer.experiment import Experiment, LoRA, Unfreeze
     from trainer.models.sources import resolve_model
-    from trainer.training.batches import PromptFormat, training_examples
-    from trainer.training.loop import epoch_batches, optimizer_for, train_one_epoch
-    from trainer.training.methods import prepare
-    from trainer.training.placement import accelerator_for, placed, precision_for
+    from trainer.studies.step_costs import training_step
 
-    loaded = resolve_model(model_name).load()
-    result: dict = {"parameters": sum(p.numel() for p in loaded.model.parameters())}
-    if config is not None:
+    if config is None:  # loading the model alone
+        loaded = resolve_model(model_name).load()
+        result: dict = {"parameters": sum(p.numel() for p in loaded.model.parameters())}
+    else:
         kind, fields = config.get("method", ("full", {}))
         method = {"lora": LoRA, "unfreeze": Unfreeze}[kind](**fields) if kind != "full" else None
-        exp = placed(Experiment(model=model_name, device="cpu", **({"method": method} if method else {})))
-        behavior = load_behavior(exp.behavior)
-        fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
-        model = prepare(loaded.model, exp)
-        optimizer = optimizer_for(model, exp)
-        precision = precision_for(accelerator_for(exp), exp)
-        batches = epoch_batches(loaded.tokenizer, fmt, training_examples(behavior, "train", 0), exp, 1)
+        model, step = training_step(Experiment(model=model_name, device="cpu", processes=1,
+                                               **({"method": method} if method else {})))
         seconds = []
-        for step in range(steps + 2):
+        for index in range(steps + 2):
             started = time.perf_counter()
-            train_one_epoch(model, optimizer, batches, exp, step + 1, precision)
-            if step >= 2:
+            step()
+            if index >= 2:
                 seconds.append(time.perf_counter() - started)
-        result |= {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   "step_seconds_median": statistics.median(seconds), "step_seconds": seconds}
+        result = {"parameters": sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name),
+                  "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  "step_seconds_median": statistics.median(seconds), "step_seconds": seconds}
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
 

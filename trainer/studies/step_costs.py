@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from trainer.experiment import Experiment, Method
 from trainer.judgement import Judgement, judged
 
@@ -61,7 +63,7 @@ def interleaved(variants: dict[str, Callable[[], None]], rounds: int, warmup: in
 def step_costs(model: str, methods: dict[str, Method], rounds: int = 4) -> Costs:
     """Seconds per training step of each method on `model` (the behavior's examples, one batch), each method
     on its own copy of the model, through the trainer's own loop."""
-    variants = {name: _one_step(Experiment(model=model, method=method, device="cpu", processes=1))
+    variants = {name: training_step(Experiment(model=model, method=method, device="cpu", processes=1))[1]
                 for name, method in methods.items()}
     return Costs("training step", model, interleaved(variants, rounds))
 
@@ -85,7 +87,9 @@ def look_costs(exp: Experiment, rounds: int = 1) -> Costs:
     return Costs("look", exp.model, interleaved({"with answers": look(True), "margins only": look(False)}, rounds))
 
 
-def _one_step(exp: Experiment) -> Callable[[], None]:
+def training_step(exp: Experiment, through_accelerate: bool = False) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """The model as `exp` trains it and a call that trains it one more epoch (the behavior's examples, through the
+    trainer's own loop; `through_accelerate`: the model placed and wrapped by accelerate, as runs train)."""
     from trainer.behavior import load_behavior
     from trainer.models.sources import resolve_model
     from trainer.training.batches import PromptFormat, training_examples
@@ -99,10 +103,18 @@ def _one_step(exp: Experiment) -> Callable[[], None]:
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
     model = prepare(loaded.model, exp)
     optimizer = optimizer_for(model, exp)
-    precision = precision_for(accelerator_for(exp), exp)
-    batches = epoch_batches(loaded.tokenizer, fmt, training_examples(behavior, exp.data, exp.seed), exp, 1)
-    epoch = iter(range(1, 10**6))
-    return lambda: train_one_epoch(model, optimizer, batches, exp, next(epoch), precision)
+    accelerator = accelerator_for(exp)
+    precision = precision_for(accelerator, exp)
+    trained = accelerator.prepare_model(model) if through_accelerate else model
+    examples = training_examples(behavior, exp.data, exp.seed)
+    epochs = iter(range(1, 10**6))
+
+    def step() -> None:
+        epoch = next(epochs)
+        train_one_epoch(trained, optimizer, epoch_batches(loaded.tokenizer, fmt, examples, exp, epoch), exp, epoch,
+                        precision, accelerator=accelerator if through_accelerate else None)
+
+    return model, step
 
 
 def plan_costs(model: str, recipe: str = "fp32-adamw", rounds: int = 3) -> Costs:
