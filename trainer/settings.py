@@ -66,7 +66,7 @@ class Settings:
     def workers(self) -> int:
         """Runs trained side by side: as asked, else as many as there are cores, at most 2."""
         return _count(self.parallel_runs, PARALLEL_RUNS_ENV, "--ft-parallel-runs", "1 trains one run at a time",
-                      default=max(1, min(2, len(os.sched_getaffinity(0)))))
+                      default=max(1, min(2, cores())))
 
     def device_kind(self) -> str:
         """The device asked for by --ft-device / $FT_DEVICE, else "auto" (checked where it is used)."""
@@ -95,6 +95,11 @@ class Settings:
 def _given(value: object, env: str, option: str) -> tuple[object, str]:
     """The value and the name to blame in an error: the option when it was given, else the variable."""
     return (value, option) if value is not None else (os.environ.get(env), f"${env}")
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _count(value: object, env: str, option: str, meaning: str, default: int) -> int:

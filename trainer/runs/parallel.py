@@ -93,7 +93,7 @@ def _pool_of(workers: int) -> ProcessPoolExecutor:
     if _pool is not None and _pool[0] != workers:
         shutdown()
     if _pool is None:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, settings.cores() // workers)
         rows = multiprocessing.get_context("spawn").Queue()
         for row in range(workers):
             rows.put(row)

@@ -58,8 +58,8 @@ def _command(exp: Experiment, entry: str, spec: Path) -> list[str]:
 
 def _environment(exp: Experiment) -> dict[str, str]:
     """Each rank gets its share of the cores; accelerate reads the CPU choice from its own variable."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env = os.environ | {"OMP_NUM_THREADS": str(max(1, cores // exp.processes)), "PYTHONUNBUFFERED": "1"}
+    threads = max(1, settings.cores() // exp.processes)
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     if exp.device == "cpu":
         env |= {"ACCELERATE_USE_CPU": "true"}
     return env

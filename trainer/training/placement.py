@@ -61,7 +61,7 @@ def device_slots(kind: str) -> int:
         return torch.cuda.device_count()
     if kind == "mps":
         return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return settings.cores()
 
 
 def placed(exp: Experiment, active: settings.Settings | None = None) -> Experiment:

@@ -129,8 +129,8 @@ def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation,
 
 
 def check_trainable_here(exp: Experiment) -> None:
-    """Recipes the planner reads but this trainer does not run: offload (accelerate's comes next) and 8-bit
-    AdamW (bitsandbytes is not installed). Refused before any model is loaded."""
+    """Recipes the planner reads but this trainer does not run: offload other than "fsdp2", what the sharding
+    cannot wrap, and 8-bit AdamW (bitsandbytes is not installed). Refused before any model is loaded."""
     check_trainable(exp.optimizer)
     if exp.offload is not None and not is_sharded(exp):
         raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
@@ -163,7 +163,7 @@ def _main_says(flag: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")  # else gloo's
+    value = torch.tensor([int(flag)])  # a host tensor: the group has gloo beside NCCL (placement)
     dist.broadcast(value, src=0)
     return bool(value.item())
 
