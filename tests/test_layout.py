@@ -20,6 +20,7 @@ LAYERS = [
     {"runs"},
     {"stats"},
     {"studies"},
+    {"ledger"},
     {"report"},
     {"__init__", "__main__"},
 ]

@@ -14,7 +14,8 @@ def tiny(lr, epochs=4, **kw):
 @pytest.fixture
 def suite(pytester, private_cache):
     pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    # The ledger (baselines beside the findings) has its own tests in tests/test_ledger.py.
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider --ft-no-ledger\n")
     return pytester
 
 

@@ -1,0 +1,136 @@
+"""The findings ledger: figures compared with a committed baseline by their statistical rules, moves said
+plainly, one update command, and a model absent here never counted as moved."""
+
+import json
+
+import pytest
+
+from trainer.ledger import figures
+from trainer.ledger.compare import moves
+
+HEADER = '''
+import pytest
+from trainer import Experiment
+
+def tiny(lr, epochs=2, **kw):
+    return Experiment(model="tiny-llama", epochs=epochs, eval_every=2, lr=lr, generate=False, **kw)
+'''
+
+FINDING = '''
+@pytest.mark.finding("training at lr {lr} shifts the tiny model")
+def test_shifts(finetune, expect):
+    expect(finetune(tiny({lr}))).shifts(by_epoch=2)
+'''
+
+
+def entry(**named) -> dict:
+    return figures.entry("subject", True, named)
+
+
+def test_each_rule_says_when_a_figure_moved():
+    baseline = entry(onset=figures.exact(2, "epoch"), gain=figures.interval(0.30, 0.25, 0.35, "nats/token"),
+                     optimizer=figures.relative(1000, 0.02, "bytes"), seconds=figures.noted(1.0, "s"))
+    same = entry(onset=figures.exact(2, "epoch"), gain=figures.interval(0.34, 0.3, 0.4, "nats/token"),
+                 optimizer=figures.relative(1019, 0.02, "bytes"), seconds=figures.noted(9.0, "s"))
+    assert moves(baseline, same) == []
+    moved = entry(onset=figures.exact(4, "epoch"), gain=figures.interval(0.12, 0.1, 0.14, "nats/token"),
+                  optimizer=figures.relative(1021, 0.02, "bytes"), seconds=figures.noted(9.0, "s"))
+    words = [m.words() for m in moves(baseline, moved)]
+    assert words == ["onset 2 -> 4", "gain +0.30 -> +0.12 nats/token", "optimizer 1000 B -> 1021 B"]
+
+
+def test_a_figure_not_measured_here_is_not_a_move():
+    baseline = entry(**{"phi-2 onset epoch": figures.exact(9, "epoch"), "smollm2 onset": figures.exact(2)})
+    assert moves(baseline, entry(**{"smollm2 onset": figures.exact(2)})) == []
+
+
+def test_the_baseline_carries_its_own_tolerance():
+    """What counts as moved is what was committed: a baseline's interval, not today's."""
+    baseline = entry(gain=figures.interval(0.30, 0.29, 0.31))
+    assert moves(baseline, entry(gain=figures.interval(0.33, 0.0, 1.0)))[0].why.startswith("outside the baseline")
+
+
+@pytest.fixture
+def suite(pytester, private_cache):
+    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    return pytester
+
+
+def run(suite, body, *args):
+    suite.makepyfile(test_findings=HEADER + body)
+    return suite.runpytest("--ft-min-gain", "0.01", "--ft-no-progress", "--ft-seeds", "1", *args)
+
+
+def baseline_file(suite):
+    return suite.path / "__snapshots__" / "test_findings" / "test_shifts.json"
+
+
+def test_a_perturbed_finding_is_flagged_as_moved_until_the_baseline_is_updated(suite):
+    first = run(suite, FINDING.format(lr="1e-3"))
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(["*has no baseline in the ledger*record it with make ledger*"])
+
+    recorded = run(suite, FINDING.format(lr="1e-3"), "--snapshot-update")
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines(["ledger: 1 finding(s) recorded or updated*"])
+    stored = json.loads(baseline_file(suite).read_text())
+    assert stored["figures"]["onset epoch"] == {"value": 2, "rule": "exact", "unit": "epoch"}
+    run(suite, FINDING.format(lr="1e-3")).assert_outcomes(passed=1)
+
+    allure = suite.path / "allure"
+    moved = run(suite, FINDING.format(lr="2e-3"), "--alluredir", str(allure))  # it still holds; its figures moved
+    moved.assert_outcomes(failed=1)
+    result = json.loads(next(allure.glob("*-result.json")).read_text())
+    assert result["statusDetails"]["message"].startswith("fixtures.ledger.FindingMoved: finding moved: ")
+    attached = [a["source"] for a in result["attachments"] if a["name"] == "moved: baseline and now"]
+    both = json.loads((allure / attached[0]).read_text())
+    assert both["baseline"]["figures"]["seed 0 gain at epoch 2"] != both["now"]["figures"]["seed 0 gain at epoch 2"]
+    moved.stdout.fnmatch_lines(["*finding moved: epistemic-stance on tiny-llama*",
+                                "*seed 0 gain at epoch 2 +* -> +* nats/token*outside the baseline's 95% interval*",
+                                "*= findings =*", "MOVED against the ledger*(1)",
+                                "  test_shifts: epistemic-stance on tiny-llama*: *-> *"])
+
+    run(suite, FINDING.format(lr="2e-3"), "--snapshot-update").assert_outcomes(passed=1)
+    run(suite, FINDING.format(lr="2e-3")).assert_outcomes(passed=1)
+
+
+def test_an_edited_baseline_figure_is_reported_with_both_figures(suite):
+    run(suite, FINDING.format(lr="1e-3"), "--snapshot-update").assert_outcomes(passed=1)
+    stored = json.loads(baseline_file(suite).read_text())
+    stored["figures"]["onset epoch"]["value"] = 4
+    baseline_file(suite).write_text(json.dumps(stored))
+    moved = run(suite, FINDING.format(lr="1e-3"))
+    moved.assert_outcomes(failed=1)
+    moved.stdout.fnmatch_lines(["*onset epoch 4 -> 2  (changed)*"])
+
+
+def test_a_contradicted_claim_whose_figures_moved_fails_instead_of_xfailing(suite):
+    body = '''
+@pytest.mark.finding("lr 0 shifts the tiny model")
+@pytest.mark.xfail(strict=True, reason="lr 0 moves nothing")
+def test_shifts(finetune, expect):
+    expect(finetune(tiny({lr}))).does_not_shift(through_epoch=2)
+'''
+    run(suite, body.format(lr="1e-3"), "--snapshot-update").assert_outcomes(xfailed=1)
+    result = run(suite, body.format(lr="0.0"))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*finding moved*", "*verdict not held -> held*"])
+
+
+def test_a_missing_model_keeps_its_baseline_untouched_and_is_not_moved(suite, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf"))
+    body = '''
+@pytest.mark.finding("phi-2 shifts")
+def test_shifts(finetune, expect):
+    expect(finetune(Experiment(model="phi-2"))).shifts(by_epoch=10)
+'''
+    path = baseline_file(suite)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(figures.entry("phi-2", True, {"onset epoch": figures.exact(9, "epoch")}), indent=2))
+    before = path.read_text()
+    for extra in ((), ("--snapshot-update",)):
+        result = run(suite, body, *extra)
+        result.assert_outcomes(skipped=1)
+        assert "MOVED" not in result.stdout.str()
+        assert path.read_text() == before

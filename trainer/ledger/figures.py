@@ -1,0 +1,157 @@
+"""What each kind of finding records in the ledger: its figures, each with the rule that says when it moved.
+
+An entry is plain data (it is stored as JSON): {"subject": words, "figures": {name: figure}}, where a
+figure is {"value", "rule", "unit"} plus "low"/"high" (interval rule) or "tolerance" (relative rule).
+The rules and their reasons are in `trainer.ledger.compare`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from trainer.cache.record import Run, TopLayer
+from trainer.memory.measure import STATE_RATIO_TOLERANCE, Measured
+from trainer.memory.planner import Plan
+from trainer.stats.curve import InertiaCurve
+from trainer.stats.error_rates import Rate
+from trainer.stats.metrics import MetricOnset
+from trainer.studies.early_decision import Decision
+from trainer.studies.step_costs import Costs
+from trainer.units import format_bytes
+
+EXACT, INTERVAL, RELATIVE, NOTED = "exact", "interval", "relative", "noted"
+NATS = "nats/token"
+BYTES = "bytes"
+EPOCH = "epoch"
+# A planned part is arithmetic over a traced step: 2% admits library bookkeeping, not a changed recipe.
+PLANNED_TOLERANCE = 0.02
+# A measured peak is the process's resident high-water mark (page-granular, allocator-dependent): a change
+# beyond 5% is a different footprint, within it the same run measured again.
+MEASURED_TOLERANCE = 0.05
+
+Figure = dict
+Figures = dict[str, Figure]
+
+
+def entry(subject: str, holds: bool, figures: Figures) -> dict:
+    """One assertion's ledger entry: the verdict and the figures it rests on."""
+    return {"subject": subject, "figures": {"verdict": exact("held" if holds else "not held"), **figures}}
+
+
+def exact(value: object, unit: str = "") -> Figure:
+    return {"value": _plain(value), "rule": EXACT, "unit": unit}
+
+
+def interval(value: float, low: float, high: float, unit: str = "") -> Figure:
+    return {"value": _plain(value), "rule": INTERVAL, "unit": unit, "low": _plain(low), "high": _plain(high)}
+
+
+def relative(value: float, tolerance: float, unit: str = "") -> Figure:
+    return {"value": _plain(value), "rule": RELATIVE, "unit": unit, "tolerance": tolerance}
+
+
+def noted(value: object, unit: str = "") -> Figure:
+    return {"value": _plain(value), "rule": NOTED, "unit": unit}
+
+
+def of_decision(decision: Decision) -> Figures:
+    """Onset, each seed's onset, and each seed's gain at the deciding look with its 95% interval."""
+    look = decision.verdicts[-1]
+    figures: Figures = {"onset epoch": exact(decision.onset, EPOCH)}
+    for index, run in enumerate(decision.runs):
+        onset = next((v.epoch for v in decision.verdicts if v.per_seed[index].shifted), None)
+        figures[f"seed {run.seed} onset epoch"] = exact(onset, EPOCH)
+    for run, seed in zip(decision.runs, look.per_seed):
+        low, high = seed.gain_ci
+        figures[f"seed {run.seed} gain at epoch {look.epoch}"] = interval(seed.gain, low, high, NATS)
+    figures[f"mean gain at epoch {look.epoch}"] = noted(look.mean_gain, NATS)
+    figures[f"gain beyond the controls at epoch {look.epoch}"] = noted(look.gain_beyond_controls, NATS)
+    figures["onset 95% interval"] = noted(list(decision.onset_interval), EPOCH)
+    return figures
+
+
+def of_onsets(onsets: dict[str, MetricOnset]) -> Figures:
+    """Each metric's onset epoch (the per-metric questions read the first seed)."""
+    return {f"{name} onset epoch": exact(onset.onset, EPOCH) for name, onset in onsets.items()}
+
+
+def of_numerics(run: Run) -> Figures:
+    """Where the first seed's run first went non-finite (and in what), and where and why it stopped."""
+    first = run.nonfinite_events[0] if run.nonfinite_events else None
+    stopped = run.stopped
+    return {"first non-finite step": exact(first.step if first else None),
+            "first non-finite parts": exact(first.flags() if first else []),
+            "stopped": exact(f"epoch {stopped.epoch} step {stopped.step}: {stopped.reason.splitlines()[0][:120]}"
+                             if stopped else None),
+            "largest gradient norm": noted(max((e.grad_norm for e in run.train_log), default=None))}
+
+
+def of_layers(top: list[TopLayer], epoch: int) -> Figures:
+    return {f"most-changed layers at epoch {epoch}": exact([t.layer for t in top])}
+
+
+def of_plan(plan: Plan) -> Figures:
+    """Every planned part (device and host) and both totals, within 2%; the peak's event and counts exactly."""
+    figures: Figures = {"parameters": exact(plan.parameters), "trainable": exact(plan.trainable),
+                        "peak event": exact(plan.peak_event),
+                        "device total": relative(plan.device_total, PLANNED_TOLERANCE, BYTES)}
+    figures |= {f"device {part}": relative(size, PLANNED_TOLERANCE, BYTES) for part, size in plan.device_parts.items()}
+    if plan.host_parts:
+        figures["host total"] = relative(plan.host_total, PLANNED_TOLERANCE, BYTES)
+        figures |= {f"host {part}": relative(size, PLANNED_TOLERANCE, BYTES) for part, size in plan.host_parts.items()}
+    return figures
+
+
+def of_measured(measured: Measured) -> Figures:
+    figures: Figures = {"ran out of memory": exact(measured.out_of_memory is not None or measured.killed)}
+    if measured.peak_bytes is not None:
+        figures["measured peak"] = relative(measured.peak_bytes, MEASURED_TOLERANCE, BYTES)
+    if measured.trainable_bytes:
+        ratio = measured.optimizer_state_bytes / measured.trainable_bytes
+        figures["optimizer state / trained parameters"] = relative(ratio, STATE_RATIO_TOLERANCE)
+    return figures
+
+
+def of_rate(rate: Rate) -> Figures:
+    low, high = rate.interval()
+    return {"rate": interval(rate.value, low, high), "hits of trials": noted(f"{rate.hits}/{rate.trials}")}
+
+
+def of_curve(curve: InertiaCurve) -> Figures:
+    """Each model's onset exactly (the fits are functions of them), the correlation and fits for the reader."""
+    figures: Figures = {f"{p.model} onset epoch at lr {p.lr:g}": exact(p.onset, EPOCH) for p in curve.points}
+    rho, p = curve.spearman()
+    figures["spearman rho"] = noted(rho)
+    figures["spearman one-sided p"] = noted(p)
+    for form, fit in (curve.fits() or {}).items():
+        figures[f"{form} slope"] = noted(fit.slope)
+        figures[f"{form} AIC"] = noted(fit.aic)
+    return figures
+
+
+def of_costs(costs: Costs) -> Figures:
+    """Timings are this machine's and noisy: noted here; pytest-benchmark keeps and compares the absolute times."""
+    return {f"median seconds per {costs.what}: {name}": noted(costs.median(name), "s") for name in costs.seconds}
+
+
+def format_value(value: object, unit: str = "") -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if unit == BYTES:
+        return format_bytes(value)
+    if unit == NATS:
+        return f"{value:+.2f}"
+    return f"{value:g}" if isinstance(value, int) else f"{value:.3g}"
+
+
+def _plain(value: object) -> object:
+    """JSON-safe and readable in a diff: 4 significant digits for floats, None for nan, lists for tuples."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else float(f"{value:.4g}")
+    return value
