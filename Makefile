@@ -34,9 +34,10 @@ inertia: venv
 extended: venv
 	$(PY) -m pytest behaviors -m extended --snapshot-update-new-only $(PYTEST_ARGS)
 
-# Record or update the findings ledger (CI tier; `make ledger PYTEST_ARGS="-m inertia"` for another tier).
+# Record or update the findings ledger (CI tier; `make ledger PYTEST_ARGS="-m inertia"` for another tier). No
+# cleanup: a finding that failed before its second expectation keeps that expectation's entry.
 ledger: venv
-	$(PY) -m pytest behaviors -m "not inertia and not extended" --snapshot-update $(PYTEST_ARGS)
+	$(PY) -m pytest behaviors -m "not inertia and not extended" --snapshot-update --snapshot-no-cleanup $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from trainer.ledger import figures
-from trainer.ledger.compare import moves
+from trainer.ledger.compare import differs, moves
 
 HEADER = '''
 import pytest
@@ -39,9 +39,35 @@ def test_each_rule_says_when_a_figure_moved():
     assert words == ["onset 2 -> 4", "gain +0.30 -> +0.12 nats/token", "optimizer 1000 B -> 1021 B"]
 
 
-def test_a_figure_not_measured_here_is_not_a_move():
-    baseline = entry(**{"phi-2 onset epoch": figures.exact(9, "epoch"), "smollm2 onset": figures.exact(2)})
-    assert moves(baseline, entry(**{"smollm2 onset": figures.exact(2)})) == []
+def test_a_figure_of_a_model_not_measured_here_is_not_a_move_but_a_vanished_one_is():
+    baseline = entry(**{"phi-2 onset epoch": figures.exact(9, "epoch"), "smollm2 onset": figures.exact(2),
+                        "device optimizer": figures.relative(1000, 0.02, "bytes")})
+    now = figures.entry("subject", False, {"smollm2 onset": figures.exact(2)}, not_measured=("phi-2",))
+    assert [(m.name, m.why) for m in moves(baseline, now)] == [("device optimizer", "no longer measured")]
+
+
+def test_the_verdict_is_compared_only_over_the_same_models():
+    baseline = entry(**{"a onset epoch": figures.exact(2, "epoch")})
+    fewer = figures.entry("subject", False, {"a onset epoch": figures.exact(2, "epoch")}, not_measured=("b",))
+    assert moves(baseline, fewer) == []
+    assert [m.words() for m in moves(baseline, figures.entry("subject", False, {}))] == [
+        "verdict held -> not held", "a onset epoch 2 -> none"]
+
+
+def test_an_interval_with_one_bound_is_one_sided_and_equal_looking_figures_show_more_digits():
+    baseline = entry(gain=figures.interval(0.3, None, 0.31, "nats/token"))
+    assert moves(baseline, entry(gain=figures.interval(-5.0, 0, 0, "nats/token"))) == []
+    [move] = moves(entry(gain=figures.interval(0.3, 0.3, 0.3, "nats/token")),
+                   entry(gain=figures.interval(0.3001, 0, 1, "nats/token")))
+    assert move.words() == "gain +0.300000 -> +0.300100 nats/token"
+
+
+def test_recording_rewrites_an_entry_with_a_new_figure_or_subject_but_comparing_does_not_fail_on_them():
+    baseline = entry(onset=figures.exact(2))
+    grown = entry(onset=figures.exact(2), peak=figures.relative(5, 0.02))
+    assert moves(baseline, grown) == [] and differs(baseline, grown)
+    assert differs(baseline, figures.entry("another subject", True, {"onset": figures.exact(2)}))
+    assert not differs(baseline, entry(onset=figures.exact(2)))
 
 
 def test_the_baseline_carries_its_own_tolerance():
@@ -69,7 +95,9 @@ def baseline_file(suite):
 def test_a_perturbed_finding_is_flagged_as_moved_until_the_baseline_is_updated(suite):
     first = run(suite, FINDING.format(lr="1e-3"))
     first.assert_outcomes(failed=1)
-    first.stdout.fnmatch_lines(["*has no baseline in the ledger*record it with make ledger*"])
+    first.stdout.fnmatch_lines(["*has no baseline in the ledger*record it with .venv/bin/pytest "
+                                "'test_findings.py::test_shifts' --snapshot-update*",
+                                "NOT IN THE LEDGER*(1)", "  test_shifts: *"])
 
     recorded = run(suite, FINDING.format(lr="1e-3"), "--snapshot-update")
     recorded.assert_outcomes(passed=1)
@@ -85,9 +113,11 @@ def test_a_perturbed_finding_is_flagged_as_moved_until_the_baseline_is_updated(s
     assert result["statusDetails"]["message"].startswith("fixtures.ledger.FindingMoved: finding moved: ")
     attached = [a["source"] for a in result["attachments"] if a["name"] == "moved: baseline and now"]
     both = json.loads((allure / attached[0]).read_text())
-    assert both["baseline"]["figures"]["seed 0 gain at epoch 2"] != both["now"]["figures"]["seed 0 gain at epoch 2"]
+    gain = "seed 0 gain at the deciding look"
+    assert both["baseline"]["figures"][gain]["value"] != both["now"]["figures"][gain]["value"]
     moved.stdout.fnmatch_lines(["*finding moved: epistemic-stance on tiny-llama*",
-                                "*seed 0 gain at epoch 2 +* -> +* nats/token*outside the baseline's 95% interval*",
+                                "*seed 0 gain at the deciding look +* -> +* nats/token*outside the baseline's 95% "
+                                "interval*",
                                 "*= findings =*", "MOVED against the ledger*(1)",
                                 "  test_shifts: epistemic-stance on tiny-llama*: *-> *"])
 
@@ -132,5 +162,34 @@ def test_shifts(finetune, expect):
     for extra in ((), ("--snapshot-update",)):
         result = run(suite, body, *extra)
         result.assert_outcomes(skipped=1)
+        assert result.ret == 0
         assert "MOVED" not in result.stdout.str()
         assert path.read_text() == before
+
+
+def test_without_the_ledger_baselines_are_neither_read_nor_unused_and_updating_with_it_is_refused(suite):
+    run(suite, FINDING.format(lr="1e-3"), "--snapshot-update").assert_outcomes(passed=1)
+    before = baseline_file(suite).read_text()
+    result = run(suite, FINDING.format(lr="2e-3"), "--ft-no-ledger")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0 and baseline_file(suite).read_text() == before
+    refused = run(suite, FINDING.format(lr="1e-3"), "--ft-no-ledger", "--snapshot-update")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*--ft-no-ledger with --snapshot-update*"])
+
+
+def test_a_flipped_verdict_is_a_failure_with_its_moves_and_a_broken_file_is_named_with_the_fix(suite):
+    run(suite, FINDING.format(lr="1e-3"), "--snapshot-update").assert_outcomes(passed=1)
+    flipped = run(suite, FINDING.format(lr="0.0"))
+    flipped.assert_outcomes(failed=1)
+    flipped.stdout.fnmatch_lines(["*ClaimNotHeld*did not shift by epoch 2*", "*verdict held -> not held*",
+                                  "FAILED (the verdict flipped, or the run broke) (1)"])
+    assert "MOVED" not in flipped.stdout.str()
+    baseline_file(suite).write_text("<<<<<<< HEAD\n{}")
+    broken = run(suite, FINDING.format(lr="1e-3"))
+    broken.assert_outcomes(failed=1)
+    broken.stdout.fnmatch_lines(["*BrokenBaseline: the ledger file *test_shifts.json cannot be read*delete it and "
+                                 "record it again with .venv/bin/pytest 'test_findings.py::test_shifts' "
+                                 "--snapshot-update*"])
+    run(suite, FINDING.format(lr="1e-3"), "--snapshot-update").assert_outcomes(passed=1)
+    assert json.loads(baseline_file(suite).read_text())["figures"]["verdict"]["value"] == "held"

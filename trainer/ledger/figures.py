@@ -1,13 +1,15 @@
 """What each kind of finding records in the ledger: its figures, each with the rule that says when it moved.
 
-An entry is plain data (it is stored as JSON): {"subject": words, "figures": {name: figure}}, where a
-figure is {"value", "rule", "unit"} plus "low"/"high" (interval rule) or "tolerance" (relative rule).
-The rules and their reasons are in `trainer.ledger.compare`.
+An entry is plain data (it is stored as JSON): {"subject": words, "figures": {name: figure}}, plus
+"not measured": [models] when some of its models are not on this machine. A figure is {"value", "rule",
+"unit"} plus "low"/"high" (interval rule) or "tolerance" (relative rule). The rules and their reasons
+are in `trainer.ledger.compare`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NotRequired, TypedDict
 
 from trainer.cache.record import Run, TopLayer
 from trainer.memory.measure import STATE_RATIO_TOLERANCE, Measured
@@ -29,43 +31,61 @@ PLANNED_TOLERANCE = 0.02
 # beyond 5% is a different footprint, within it the same run measured again.
 MEASURED_TOLERANCE = 0.05
 
-Figure = dict
+
+
+class Figure(TypedDict):
+    value: object
+    rule: str
+    unit: str
+    low: NotRequired[float | None]
+    high: NotRequired[float | None]
+    tolerance: NotRequired[float]
+
+
 Figures = dict[str, Figure]
 
 
-def entry(subject: str, holds: bool, figures: Figures) -> dict:
-    """One assertion's ledger entry: the verdict and the figures it rests on."""
-    return {"subject": subject, "figures": {"verdict": exact("held" if holds else "not held"), **figures}}
+def entry(subject: str, holds: bool, figures: Figures, not_measured: tuple[str, ...] = ()) -> dict:
+    """One assertion's ledger entry: the verdict and the figures it rests on; `not_measured` names the models
+    this machine lacks, whose figures keep their baseline."""
+    data = {"subject": subject, "figures": {"verdict": exact("held" if holds else "not held"), **figures}}
+    return data | ({"not measured": sorted(not_measured)} if not_measured else {})
 
 
 def exact(value: object, unit: str = "") -> Figure:
+    """Moved on any change (onsets, verdicts, counts)."""
     return {"value": _plain(value), "rule": EXACT, "unit": unit}
 
 
 def interval(value: float, low: float, high: float, unit: str = "") -> Figure:
+    """Moved when a new value falls outside [low, high], this measurement's 95% interval."""
     return {"value": _plain(value), "rule": INTERVAL, "unit": unit, "low": _plain(low), "high": _plain(high)}
 
 
 def relative(value: float, tolerance: float, unit: str = "") -> Figure:
+    """Moved when a new value is off this one by more than `tolerance` of it."""
     return {"value": _plain(value), "rule": RELATIVE, "unit": unit, "tolerance": tolerance}
 
 
 def noted(value: object, unit: str = "") -> Figure:
+    """Kept for the reader, never a move (timings, fits, p-values)."""
     return {"value": _plain(value), "rule": NOTED, "unit": unit}
 
 
 def of_decision(decision: Decision) -> Figures:
-    """Onset, each seed's onset, and each seed's gain at the deciding look with its 95% interval."""
+    """Onset, each seed's onset, and each seed's gain at the deciding look with its 95% interval. Gains are
+    named by the look, not its epoch, so an onset that moves from 2 to 4 shows its gain moving too."""
     look = decision.verdicts[-1]
-    figures: Figures = {"onset epoch": exact(decision.onset, EPOCH)}
+    figures: Figures = {"onset epoch": exact(decision.onset, EPOCH),
+                        "deciding look epoch": exact(look.epoch, EPOCH)}
     for index, run in enumerate(decision.runs):
         onset = next((v.epoch for v in decision.verdicts if v.per_seed[index].shifted), None)
         figures[f"seed {run.seed} onset epoch"] = exact(onset, EPOCH)
     for run, seed in zip(decision.runs, look.per_seed):
         low, high = seed.gain_ci
-        figures[f"seed {run.seed} gain at epoch {look.epoch}"] = interval(seed.gain, low, high, NATS)
-    figures[f"mean gain at epoch {look.epoch}"] = noted(look.mean_gain, NATS)
-    figures[f"gain beyond the controls at epoch {look.epoch}"] = noted(look.gain_beyond_controls, NATS)
+        figures[f"seed {run.seed} gain at the deciding look"] = interval(seed.gain, low, high, NATS)
+    figures["mean gain at the deciding look"] = noted(look.mean_gain, NATS)
+    figures["gain beyond the controls at the deciding look"] = noted(look.gain_beyond_controls, NATS)
     figures["onset 95% interval"] = noted(list(decision.onset_interval), EPOCH)
     return figures
 
@@ -76,17 +96,20 @@ def of_onsets(onsets: dict[str, MetricOnset]) -> Figures:
 
 
 def of_numerics(run: Run) -> Figures:
-    """Where the first seed's run first went non-finite (and in what), and where and why it stopped."""
+    """Where the first seed's run first went non-finite (and in what), and where and why it stopped (the kind of
+    stop: a library rewording its error message is not a move; the full reason is noted)."""
     first = run.nonfinite_events[0] if run.nonfinite_events else None
     stopped = run.stopped
     return {"first non-finite step": exact(first.step if first else None),
             "first non-finite parts": exact(first.flags() if first else []),
-            "stopped": exact(f"epoch {stopped.epoch} step {stopped.step}: {stopped.reason.splitlines()[0][:120]}"
-                             if stopped else None),
+            "stopped at": exact(f"epoch {stopped.epoch} step {stopped.step}" if stopped else None),
+            "stopped by": exact(stopped.reason.split(":")[0] if stopped else None),
+            "stop reason": noted(stopped.reason.splitlines()[0][:200] if stopped else None),
             "largest gradient norm": noted(max((e.grad_norm for e in run.train_log), default=None))}
 
 
 def of_layers(top: list[TopLayer], epoch: int) -> Figures:
+    """The most-changed decoder layers, by index, in order."""
     return {f"most-changed layers at epoch {epoch}": exact([t.layer for t in top])}
 
 
@@ -103,6 +126,7 @@ def of_plan(plan: Plan) -> Figures:
 
 
 def of_measured(measured: Measured) -> Figures:
+    """The measured peak (absent when the run ran out), and the optimizer state's size per trained byte."""
     figures: Figures = {"ran out of memory": exact(measured.out_of_memory is not None or measured.killed)}
     if measured.peak_bytes is not None:
         figures["measured peak"] = relative(measured.peak_bytes, MEASURED_TOLERANCE, BYTES)
@@ -113,6 +137,7 @@ def of_measured(measured: Measured) -> Figures:
 
 
 def of_rate(rate: Rate) -> Figures:
+    """The rate with its exact (Clopper-Pearson) 95% interval."""
     low, high = rate.interval()
     return {"rate": interval(rate.value, low, high), "hits of trials": noted(f"{rate.hits}/{rate.trials}")}
 
@@ -134,24 +159,30 @@ def of_costs(costs: Costs) -> Figures:
     return {f"median seconds per {costs.what}: {name}": noted(costs.median(name), "s") for name in costs.seconds}
 
 
-def format_value(value: object, unit: str = "") -> str:
+def format_value(value: object, unit: str = "", digits: int | None = None) -> str:
+    """A figure as the summary prints it; `digits` asks for more precision (two values that print alike)."""
     if value is None:
         return "none"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if unit == BYTES:
+    if unit == BYTES and digits is None:
         return format_bytes(value)
     if unit == NATS:
-        return f"{value:+.2f}"
-    return f"{value:g}" if isinstance(value, int) else f"{value:.3g}"
+        return f"{value:+.{digits or 2}f}"
+    return f"{value:g}" if isinstance(value, int) else f"{value:.{digits or 3}g}"
+
+
+def not_measured_in(curve: InertiaCurve) -> tuple[str, ...]:
+    """The curve's models that this machine lacks ("name: why" in `missing`)."""
+    return tuple(reason.split(":", 1)[0] for reason in curve.missing)
 
 
 def _plain(value: object) -> object:
     """JSON-safe and readable in a diff: 4 significant digits for floats, None for nan, lists for tuples."""
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        value = value.item()
     if isinstance(value, float):
         return None if not math.isfinite(value) else float(f"{value:.4g}")
     return value
