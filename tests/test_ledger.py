@@ -4,6 +4,7 @@ plainly, one update command, and a model absent here never counted as moved."""
 import json
 
 import pytest
+from inner_suite import findings_suite, run_findings  # tests/ is on sys.path (pytest's prepend import mode)
 
 from trainer.ledger import figures
 from trainer.ledger.compare import differs, moves
@@ -78,14 +79,11 @@ def test_the_baseline_carries_its_own_tolerance():
 
 @pytest.fixture
 def suite(pytester, private_cache):
-    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
-    return pytester
+    return findings_suite(pytester)
 
 
 def run(suite, body, *args):
-    suite.makepyfile(test_findings=HEADER + body)
-    return suite.runpytest("--ft-min-gain", "0.01", "--ft-no-progress", "--ft-seeds", "1", *args)
+    return run_findings(suite, HEADER + body, "--ft-seeds", "1", *args)
 
 
 def baseline_file(suite):

@@ -1,6 +1,7 @@
 """The pytest layer, driven the way a user drives it (pytester runs an inner pytest session)."""
 
 import pytest
+from inner_suite import findings_suite, run_findings  # tests/ is on sys.path (pytest's prepend import mode)
 
 HEADER = '''
 import pytest
@@ -13,15 +14,12 @@ def tiny(lr, epochs=4, **kw):
 
 @pytest.fixture
 def suite(pytester, private_cache):
-    pytester.makeconftest('pytest_plugins = ["fixtures.plugin"]')
     # The ledger (baselines beside the findings) has its own tests in tests/test_ledger.py.
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider --ft-no-ledger\n")
-    return pytester
+    return findings_suite(pytester, "--ft-no-ledger")
 
 
 def run(suite, body, *args):
-    suite.makepyfile(test_findings=HEADER + body)
-    return suite.runpytest("--ft-min-gain", "0.01", "--ft-no-progress", *args)
+    return run_findings(suite, HEADER + body, *args)
 
 
 def test_options_are_one_group_with_defaults_in_help(suite):
