@@ -191,3 +191,16 @@ def test_a_flipped_verdict_is_a_failure_with_its_moves_and_a_broken_file_is_name
                                  "--snapshot-update*"])
     run(suite, FINDING.format(lr="1e-3"), "--snapshot-update").assert_outcomes(passed=1)
     assert json.loads(baseline_file(suite).read_text())["figures"]["verdict"]["value"] == "held"
+
+
+def test_no_entry_is_deleted_by_an_update_or_failed_over_when_its_test_did_not_run(suite):
+    """A test that is gone, stopped early or only collected keeps its entry; it is listed, never deleted."""
+    run(suite, FINDING.format(lr="1e-3"), "--snapshot-update").assert_outcomes(passed=1)
+    before = baseline_file(suite).read_text()
+    assert run(suite, FINDING.format(lr="1e-3"), "--collect-only").ret == 0
+    renamed = FINDING.format(lr="1e-3").replace("def test_shifts", "def test_renamed")
+    result = run(suite, renamed, "--snapshot-update")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0 and baseline_file(suite).read_text() == before
+    result.stdout.fnmatch_lines(["*1 snapshot unused*"])
+    assert run(suite, renamed).ret == 0
