@@ -6,6 +6,7 @@ import json
 import pytest
 from inner_suite import findings_suite, run_findings  # tests/ is on sys.path (pytest's prepend import mode)
 
+from fixtures.ledger import kept_where_not_measured
 from trainer.ledger import figures
 from trainer.ledger.compare import differs, moves
 
@@ -77,6 +78,19 @@ def test_the_baseline_carries_its_own_tolerance():
     assert moves(baseline, entry(gain=figures.interval(0.33, 0.0, 1.0)))[0].why.startswith("outside the baseline")
 
 
+def test_measuring_fewer_models_than_the_baseline_keeps_its_verdict_and_summary_but_compares_the_rest():
+    baseline = figures.entry("curve over 2 models", True, {"a onset epoch": figures.exact(2), "b onset epoch":
+                             figures.exact(4), "spearman rho": figures.noted(1.0)})
+    fewer = figures.entry("curve over 1 models", False, {"a onset epoch": figures.exact(2),
+                          "spearman rho": figures.noted(None)}, not_measured=("b",))
+    merged = kept_where_not_measured(baseline, fewer)
+    assert merged == baseline and not differs(baseline, merged)
+    moved = kept_where_not_measured(baseline, fewer | {"figures": fewer["figures"] | {"a onset epoch":
+                                                                                    figures.exact(6)}})
+    assert [m.words() for m in moves(baseline, moved)] == ["a onset epoch 2 -> 6"]
+    assert moved["figures"]["verdict"]["value"] == "held" and "not measured" not in moved
+
+
 @pytest.fixture
 def suite(pytester, private_cache):
     return findings_suite(pytester)
@@ -133,6 +147,26 @@ def test_an_edited_baseline_figure_is_reported_with_both_figures(suite):
     moved.stdout.fnmatch_lines(["*onset epoch 4 -> 2  (changed)*"])
 
 
+def test_a_contradicted_claim_recorded_as_holding_that_no_longer_holds_is_not_a_silent_xfail(suite):
+    body = '''
+@pytest.mark.finding("the tiny model shifts")
+@pytest.mark.xfail(strict=True, reason="measured: it does not")
+def test_shifts(finetune, expect):
+    expect(finetune(tiny({lr}))).shifts(by_epoch=2)
+'''
+    run(suite, body.format(lr="1e-3"), "--snapshot-update").assert_outcomes(failed=1)  # XPASS(strict), recorded
+    result = run(suite, body.format(lr="0.0"))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*FindingMoved: finding moved*", "*verdict held -> not held*",
+                                 "FAILED (the verdict flipped, or the run broke) (1)"])
+
+
+def test_without_syrupy_the_session_says_what_to_install_or_pass(suite):
+    result = run(suite, FINDING.format(lr="1e-3"), "-p", "no:syrupy")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*needs the syrupy plugin*--ft-no-ledger*"])
+
+
 def test_a_contradicted_claim_whose_figures_moved_fails_instead_of_xfailing(suite):
     body = '''
 @pytest.mark.finding("lr 0 shifts the tiny model")
@@ -183,7 +217,9 @@ def test_a_flipped_verdict_is_a_failure_with_its_moves_and_a_broken_file_is_name
     flipped.stdout.fnmatch_lines(["*ClaimNotHeld*did not shift by epoch 2*", "*verdict held -> not held*",
                                   "FAILED (the verdict flipped, or the run broke) (1)"])
     assert "MOVED" not in flipped.stdout.str()
-    baseline_file(suite).write_text("<<<<<<< HEAD\n{}")
+    for text in ("<<<<<<< HEAD\n{}", "[]"):
+        baseline_file(suite).write_text(text)
+        run(suite, FINDING.format(lr="1e-3")).stdout.fnmatch_lines(["*BrokenBaseline: the ledger file*"])
     broken = run(suite, FINDING.format(lr="1e-3"))
     broken.assert_outcomes(failed=1)
     broken.stdout.fnmatch_lines(["*BrokenBaseline: the ledger file *test_shifts.json cannot be read*delete it and "
