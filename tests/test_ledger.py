@@ -147,37 +147,35 @@ def test_an_edited_baseline_figure_is_reported_with_both_figures(suite):
     moved.stdout.fnmatch_lines(["*onset epoch 4 -> 2  (changed)*"])
 
 
-def test_a_contradicted_claim_recorded_as_holding_that_no_longer_holds_is_not_a_silent_xfail(suite):
-    body = '''
-@pytest.mark.finding("the tiny model shifts")
-@pytest.mark.xfail(strict=True, reason="measured: it does not")
+XFAIL_FINDING = '''
+@pytest.mark.finding("a claim the data contradicts")
+@pytest.mark.xfail(strict=True, reason="measured: it does not hold")
 def test_shifts(finetune, expect):
-    expect(finetune(tiny({lr}))).shifts(by_epoch=2)
+    expect(finetune(tiny({lr}))).{question}
 '''
-    run(suite, body.format(lr="1e-3"), "--snapshot-update").assert_outcomes(failed=1)  # XPASS(strict), recorded
-    result = run(suite, body.format(lr="0.0"))
+
+
+@pytest.mark.parametrize("question, recorded, rerun_lr, moved", [
+    # recorded while the claim held (an XPASS), then it stops holding: not a silent xfail
+    ("shifts(by_epoch=2)", "failed", "0.0", "*verdict held -> not held*"),
+    # recorded as contradicted, then the claim holds
+    ("does_not_shift(through_epoch=2)", "xfailed", "0.0", "*verdict not held -> held*"),
+    # still contradicted, but its figures moved: news, not the claim failing again
+    ("does_not_shift(through_epoch=2)", "xfailed", "2e-3", "*seed 0 gain at the deciding look*outside*"),
+], ids=["held-to-not-held", "not-held-to-held", "figures-moved"])
+def test_a_strict_xfail_whose_ledger_entry_moved_fails_instead_of_xfailing(suite, question, recorded, rerun_lr,
+                                                                          moved):
+    run(suite, XFAIL_FINDING.format(lr="1e-3", question=question), "--snapshot-update").assert_outcomes(
+        **{recorded: 1})
+    result = run(suite, XFAIL_FINDING.format(lr=rerun_lr, question=question))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*FindingMoved: finding moved*", "*verdict held -> not held*",
-                                 "FAILED (the verdict flipped, or the run broke) (1)"])
+    result.stdout.fnmatch_lines(["*FindingMoved: finding moved*", moved])
 
 
 def test_without_syrupy_the_session_says_what_to_install_or_pass(suite):
     result = run(suite, FINDING.format(lr="1e-3"), "-p", "no:syrupy")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*needs the syrupy plugin*--ft-no-ledger*"])
-
-
-def test_a_contradicted_claim_whose_figures_moved_fails_instead_of_xfailing(suite):
-    body = '''
-@pytest.mark.finding("lr 0 shifts the tiny model")
-@pytest.mark.xfail(strict=True, reason="lr 0 moves nothing")
-def test_shifts(finetune, expect):
-    expect(finetune(tiny({lr}))).does_not_shift(through_epoch=2)
-'''
-    run(suite, body.format(lr="1e-3"), "--snapshot-update").assert_outcomes(xfailed=1)
-    result = run(suite, body.format(lr="0.0"))
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*finding moved*", "*verdict not held -> held*"])
 
 
 def test_a_missing_model_keeps_its_baseline_untouched_and_is_not_moved(suite, monkeypatch, tmp_path):
