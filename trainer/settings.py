@@ -20,6 +20,7 @@ BEHAVIOR_DIRS_ENV = "FT_BEHAVIOR_DIRS"
 PARALLEL_RUNS_ENV = "FT_PARALLEL_RUNS"
 DEVICE_ENV = "FT_DEVICE"
 PROCESSES_ENV = "FT_PROCESSES"
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable: a shell that points Ray at a cluster points the suite there too
 DEFAULT_CACHE_MAX_GB = 20.0
 
 
@@ -35,12 +36,13 @@ class Settings:
     hf_hub_cache: str | None = None  # the Hugging Face cache searched for models
     device: str | None = None  # device kind for experiments that say device="auto" (default: the best one)
     processes: int | str | None = None  # processes per run for experiments that say processes=None (default 1)
+    ray_address: str | None = None  # a Ray cluster to train on ("" for none: train on this machine)
 
     def resolved(self) -> Settings:
         """Every field filled in from the environment or the default, as a worker process should see them."""
         return Settings(str(self.cache_root()), self.cache_limit_bytes() / 1e9, tuple(map(str, self.model_folders())),
                         tuple(map(str, self.behavior_folders())), self.workers(), str(self.hub_cache()),
-                        self.device_kind(), self.process_count())
+                        self.device_kind(), self.process_count(), self.cluster_address() or "")
 
     def cache_root(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_DIR_ENV)
@@ -82,6 +84,16 @@ class Settings:
         """Processes per run: as asked by --ft-processes / $FT_PROCESSES, else 1."""
         return _count(self.processes, PROCESSES_ENV, "--ft-processes", "processes training one run together",
                       default=1)
+
+    def cluster_address(self) -> str | None:
+        """The Ray cluster runs are sent to (--ft-ray-address, else $RAY_ADDRESS), or None: train here."""
+        raw, _ = _given(self.ray_address, RAY_ADDRESS_ENV, "--ft-ray-address")
+        address = str(raw or "").strip()
+        return address or None
+
+    def cluster_option(self) -> str:
+        """The name to blame when the cluster cannot be reached."""
+        return "--ft-ray-address" if self.ray_address is not None else f"${RAY_ADDRESS_ENV}"
 
     def hub_cache(self) -> Path:
         hub = (self.hf_hub_cache or os.environ.get("HF_HUB_CACHE")

@@ -7,7 +7,8 @@ other in one process with 2 threads, and 113 s side by side in two processes wit
 are independent, so `obtain_all` trains the uncached ones side by side; cached ones are read here.
 
 `FT_PARALLEL_RUNS` (the plugin's --ft-parallel-runs) sets the number of processes; by default as
-many as there are cores, at most 2, and never more than fit in available memory.
+many as there are cores, at most 2, and never more than fit in available memory. With a Ray address
+(--ft-ray-address, $RAY_ADDRESS) the runs go to that cluster instead (trainer.runs.cluster).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ _pool: tuple[int, ProcessPoolExecutor] | None = None
 def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run]:
     """Each experiment's run, in order; those the cache lacks are trained side by side."""
     for exp in experiments:
-        resolve_model(exp.model).check_available()  # a missing model is reported here, not in a worker
+        resolve_model(exp.model).check_available()  # a missing model is reported here, before any worker or task
+    if settings.active().cluster_address():
+        from trainer.runs import cluster  # Ray is imported only when a cluster is asked for
+
+        return cluster.obtain_all(experiments, progress)
     missing = [exp for exp in experiments if not is_cached(exp)]
     workers = min(settings.active().workers(), len(missing), _fit_in_memory(missing), _runs_sharing_devices(missing))
     if workers <= 1:
