@@ -70,7 +70,7 @@ def test_workers_receive_the_active_settings_object(side_by_side, tmp_path):
 def test_a_dead_worker_is_a_clear_error(side_by_side):
     crashing = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=os._exit,
                                    initargs=(1,))
-    parallel._pool = (2, crashing)
+    parallel._pool = ((2, []), crashing)
     with pytest.raises(SuiteError, match="FT_PARALLEL_RUNS=1"):
         parallel.obtain_all(tiny_runs(), progress=False)
     assert parallel._pool is None
@@ -87,3 +87,33 @@ def test_a_bad_worker_count_names_the_setting(monkeypatch, value):
     monkeypatch.setenv(settings.PARALLEL_RUNS_ENV, value)
     with pytest.raises(ValueError, match=f"FT_PARALLEL_RUNS='{value}'"):
         settings.active().workers()
+
+
+def test_runs_on_cuda_get_a_gpu_each_and_as_many_run_at_once_as_there_are_gpus(monkeypatch):
+    """On a machine with 4 GPUs (CUDA_VISIBLE_DEVICES=2,3,5,7), four single-process CUDA runs train side by side,
+    worker i seeing only GPU i of that list; several-process runs still take the machine alone."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
+    monkeypatch.setattr(parallel, "device_slots", lambda kind: 4 if kind == "cuda" else 2)
+    monkeypatch.setattr(parallel, "placed", lambda exp: exp)
+    monkeypatch.delenv(settings.PARALLEL_RUNS_ENV)
+    runs = [Experiment(model="tiny-llama", device="cuda", processes=1, seed=seed) for seed in range(6)]
+    gpus = parallel._gpus_for(runs)
+    assert gpus == ["2", "3", "5", "7"]
+    assert parallel._runs_sharing_devices(runs, gpus) == 4
+    assert settings.active().workers(default=len(gpus)) == 4, "one worker per GPU unless told otherwise"
+    assert parallel._runs_sharing_devices([Experiment(model="tiny-llama", device="cuda", processes=2)], gpus) == 1
+    assert parallel._gpus_for([Experiment(model="tiny-llama", device="cpu", processes=1)]) == []
+
+
+def test_a_worker_sees_only_its_own_gpu(monkeypatch):
+    import queue
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    rows = queue.Queue()
+    rows.put(1)
+    threads = __import__("torch").get_num_threads()
+    try:
+        parallel._start_worker(threads, rows, ["2", "3"])
+    finally:
+        parallel.use_progress_row(0)
+    assert os.environ.pop("CUDA_VISIBLE_DEVICES") == "3"

@@ -65,10 +65,11 @@ class Settings:
     def behavior_folders(self) -> list[Path]:
         return _folders(self.behavior_dirs, BEHAVIOR_DIRS_ENV)
 
-    def workers(self) -> int:
-        """Runs trained side by side: as asked, else as many as there are cores, at most 2."""
+    def workers(self, default: int | None = None) -> int:
+        """Runs trained side by side: as asked, else `default` (one per GPU where runs train on GPUs), else as
+        many as there are cores, at most 2."""
         return _count(self.parallel_runs, PARALLEL_RUNS_ENV, "--ft-parallel-runs", "1 trains one run at a time",
-                      default=max(1, min(2, cores())))
+                      default=default or max(1, min(2, cores())))
 
     def device_kind(self) -> str:
         """The device asked for by --ft-device / $FT_DEVICE, else "auto" (checked where it is used)."""

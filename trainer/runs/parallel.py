@@ -26,10 +26,10 @@ from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.obtain import is_cached, obtain
 from trainer.training.loop import use_progress_row
-from trainer.training.placement import placed
+from trainer.training.placement import device_slots, placed
 
 BYTES_PER_PARAMETER = 20  # fp32 weights, gradients, two AdamW moments, and room for activations
-_pool: tuple[int, ProcessPoolExecutor] | None = None
+_pool: tuple[tuple[int, list[str]], ProcessPoolExecutor] | None = None
 
 
 def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run]:
@@ -41,22 +41,39 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
 
         return cluster.obtain_all(experiments, progress)
     missing = [exp for exp in experiments if not is_cached(exp)]
-    workers = min(settings.active().workers(), len(missing), _fit_in_memory(missing), _runs_sharing_devices(missing))
+    gpus = _gpus_for(missing)
+    workers = min(settings.active().workers(default=len(gpus) or None), len(missing), _fit_in_memory(missing),
+                  _runs_sharing_devices(missing, gpus))
     if workers <= 1:
         return [obtain(exp, progress) for exp in experiments]
-    trained = dict(zip(missing, _in_workers(missing, workers, progress)))
+    trained = dict(zip(missing, _in_workers(missing, workers, gpus, progress)))
     return [trained[exp] if exp in trained else obtain(exp, progress) for exp in experiments]
 
 
-def _runs_sharing_devices(experiments: list[Experiment]) -> int:
-    """Runs side by side split the cores between them; a run that already uses several processes, or a GPU
-    (one each, whole), takes the machine alone."""
-    placed_runs = [placed(exp) for exp in experiments]
-    return 1 if any(exp.processes > 1 or exp.device != "cpu" for exp in placed_runs) else len(experiments)
+def _runs_sharing_devices(experiments: list[Experiment], gpus: list[str]) -> int:
+    """Runs side by side split the cores between them; on CUDA each takes a GPU of its own (as many at once
+    as there are GPUs); a run that uses several processes, or MPS, takes the machine alone."""
+    if any(placed(exp).processes > 1 or placed(exp).device == "mps" for exp in experiments):
+        return 1
+    return len(gpus) if gpus else len(experiments)
 
 
-def _in_workers(experiments: list[Experiment], workers: int, progress: bool) -> list[Run]:
-    pool = _pool_of(workers)
+def _gpus_for(experiments: list[Experiment]) -> list[str]:
+    """The GPUs to hand out one per worker when any of these runs trains on CUDA ([] otherwise)."""
+    if not any(placed(exp).device == "cuda" for exp in experiments):
+        return []
+    return visible_gpus(device_slots("cuda"))
+
+
+def visible_gpus(count: int) -> list[str]:
+    """This process's GPUs as CUDA_VISIBLE_DEVICES names them (its list when set, else 0..count-1)."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [name.strip() for name in given.split(",") if name.strip()] if given else []
+    return names[:count] if names else [str(index) for index in range(count)]
+
+
+def _in_workers(experiments: list[Experiment], workers: int, gpus: list[str], progress: bool) -> list[Run]:
+    pool = _pool_of(workers, gpus[:workers])
     resolved = settings.active().resolved()  # what this process would use, handed over explicitly
     futures = [pool.submit(_obtain_in_worker, exp, progress, resolved) for exp in experiments]
     try:
@@ -73,11 +90,13 @@ def _in_workers(experiments: list[Experiment], workers: int, progress: bool) -> 
 
 
 def _fit_in_memory(experiments: list[Experiment]) -> int:
-    """How many of these runs fit in available memory at once (1 when a model's size is unknown)."""
+    """How many of these runs fit in available host memory at once (1 when a model's size is unknown). A run on
+    a GPU holds little on the host once loaded: its fp32 weights pass through it."""
     sizes = [resolve_model(exp.model).parameters_at_most() for exp in experiments]
     if not sizes or None in sizes:
         return 1
-    need = max(sizes) * BYTES_PER_PARAMETER + (1 << 30)
+    on_host = BYTES_PER_PARAMETER if any(placed(exp).device == "cpu" for exp in experiments) else 4
+    need = max(sizes) * on_host + (1 << 30)
     return max(1, int(_available_bytes() // need))
 
 
@@ -92,10 +111,11 @@ def _available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def _pool_of(workers: int) -> ProcessPoolExecutor:
-    """One pool per process, kept between looks (starting a worker imports torch: seconds)."""
+def _pool_of(workers: int, gpus: list[str]) -> ProcessPoolExecutor:
+    """One pool per process, kept between looks (starting a worker imports torch: seconds). With `gpus`, worker
+    i sees only GPU gpus[i] (its cuda:0), so runs side by side never share one."""
     global _pool
-    if _pool is not None and _pool[0] != workers:
+    if _pool is not None and _pool[0] != (workers, gpus):
         shutdown()
     if _pool is None:
         threads = max(1, settings.cores() // workers)
@@ -103,8 +123,8 @@ def _pool_of(workers: int) -> ProcessPoolExecutor:
         for row in range(workers):
             rows.put(row)
         executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_start_worker, initargs=(threads, rows))
-        _pool = (workers, executor)
+                                       initializer=_start_worker, initargs=(threads, rows, gpus))
+        _pool = ((workers, gpus), executor)
     return _pool[1]
 
 
@@ -114,11 +134,14 @@ def _obtain_in_worker(exp: Experiment, progress: bool, given: settings.Settings)
     return obtain(exp, progress)
 
 
-def _start_worker(threads: int, rows) -> None:
+def _start_worker(threads: int, rows, gpus: list[str]) -> None:
     import torch
 
+    row = rows.get()
+    if gpus:  # before anything initialises CUDA in this fresh (spawned) process
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[row % len(gpus)]
     torch.set_num_threads(threads)
-    use_progress_row(rows.get())
+    use_progress_row(row)
 
 
 def shutdown() -> None:
