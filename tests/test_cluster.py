@@ -240,3 +240,11 @@ def test_two_sessions_asking_at_once_train_the_run_once(on_ray):
     assert len(cluster.attempts(experiment_key(exp))) == 2, "both callers sent a task"
     assert sorted(run.from_cache for run in runs) == [False, True], "trained once, read once"
     assert record_of(runs[0]) == record_of(runs[1])
+
+
+def test_a_run_the_planner_cannot_plan_exactly_asks_for_full_fine_tuning_s_memory():
+    from trainer.experiment import Full, Unfreeze
+
+    chosen = cluster.place_on_cluster(Experiment(model="smollm2-135m", method=Unfreeze(layers=(0.54,))), [CPU], "h")
+    full = cluster.place_on_cluster(Experiment(model="smollm2-135m", method=Full()), [CPU], "h")
+    assert cluster.needs_of(chosen) == cluster.needs_of(full), "an upper bound, not a refusal"

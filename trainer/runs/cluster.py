@@ -27,7 +27,7 @@ from trainer.cache import store
 from trainer.cache.keys import content_key
 from trainer.cache.record import Run
 from trainer.errors import ConfigError, SuiteError
-from trainer.experiment import Experiment
+from trainer.experiment import Experiment, Full
 from trainer.runs.keys import experiment_key, key_components
 from trainer.runs.obtain import obtain, read_run_record
 
@@ -192,13 +192,24 @@ def place_on_cluster(exp: Experiment, nodes: list[dict], address: str) -> Experi
 def needs_of(exp: Experiment) -> Needs:
     """One CPU per process and, on CUDA, one GPU per process; host memory from the planner: the whole training
     step on a CPU, what an offload moves to the host otherwise, plus the weights as loaded and the process."""
-    from trainer.memory.planner import plan
-
-    with _planning:  # the planner's trace hooks modules process-wide: one trace at a time
-        step = plan(exp, batch=exp.batch_size, device="cuda" if exp.device == "cuda" else "cpu")
-    per_process = step.host_total + (step.device_total if exp.device == "cpu" else 4 * step.parameters)
+    per_process = _host_bytes(exp)
     return Needs(cpus=exp.processes, gpus=exp.processes if exp.device == "cuda" else 0,
                  memory=exp.processes * (per_process + PROCESS_BYTES))
+
+
+def _host_bytes(exp: Experiment) -> int:
+    """The planner's host bytes for one process of `exp`. Where it plans no exact figure (chosen layers only,
+    offload on a CPU), full fine-tuning with everything on the host bounds it from above."""
+    from trainer.memory.planner import plan
+
+    device = "cuda" if exp.device == "cuda" else "cpu"
+    with _planning:  # the planner's trace hooks modules process-wide: one trace at a time
+        try:
+            step = plan(exp, batch=exp.batch_size, device=device)
+        except ConfigError:
+            device = "cpu"
+            step = plan(dataclasses.replace(exp, method=Full(), offload=None), batch=exp.batch_size, device=device)
+    return step.host_total + (step.device_total if device == "cpu" else 4 * step.parameters)
 
 
 def _check_feasible(exp: Experiment, needs: Needs, nodes: list[dict]) -> None:
