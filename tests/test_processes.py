@@ -93,3 +93,53 @@ def test_what_the_sharding_cannot_wrap_is_refused_before_any_process_starts(fiel
     monkeypatch.setattr(obtain_module, "train_in_ranks", lambda *a, **k: pytest.fail("a process was started"))
     with pytest.raises(ConfigError, match=words):
         obtain(tiny(**TWO_EPOCHS, **({"offload": "fsdp2", "processes": 2} | fields)), progress=False)
+
+
+STARTS_RANKS = """
+import sys
+from pathlib import Path
+from trainer.runs import ranks
+from trainer.training.placement import placed
+from tiny import tiny
+
+exp = placed(tiny(epochs=2, batch_size=4, device="cpu", processes=2))
+ranks.train_in_ranks(exp, Path(sys.argv[1]), key="k", components={}, baseline_path=Path(sys.argv[1]) / "b.json",
+                     progress=False, entry=sys.argv[2])
+"""
+
+
+def test_the_ranks_stop_when_the_process_that_started_them_is_killed(tmp_path):
+    """A killed pytest or Ray worker takes its torchrun and ranks with it: none trains on beside a retry."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "ranks"
+    started.mkdir()
+    env = os.environ | {"SLEEPING_RANKS": str(started), "PYTHONPATH": str(Path(__file__).parent)}
+    parent = subprocess.Popen([sys.executable, "-c", STARTS_RANKS, str(tmp_path / "run"),
+                               str(Path(__file__).with_name("sleeping_rank.py"))], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rank_pids = [int(path.name) for path in started.iterdir()]
+        assert len(rank_pids) == 2, "torchrun did not start two ranks within a minute"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in rank_pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in rank_pids if _alive(pid)], "ranks trained on after their parent was killed"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"  # a zombie has stopped; only its parent has not reaped it
+    except FileNotFoundError:
+        return False

@@ -8,12 +8,15 @@ most the epoch in flight, as a single-process run would.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from trainer import settings
@@ -24,6 +27,7 @@ from trainer.experiment import Experiment
 RANK_ENTRY = "trainer.runs.rank_main"
 STDERR_FD = 2  # the descriptor, not sys.stderr: a captured sys.stderr may have none
 # What a rank reports when another rank died under it (gloo, NCCL): an echo, not the cause.
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 PEER_LOST = ("Connection closed by peer", "remote worker crashing", "NCCL communicator was aborted")
 
 
@@ -43,10 +47,27 @@ def train_in_ranks(exp: Experiment, folder: Path, *, key: str, components: dict,
             "settings": _plain(settings.active().resolved())}))
         done = subprocess.run(_command(exp, entry or RANK_ENTRY, spec), env=_environment(exp), stdin=subprocess.DEVNULL,
                               stdout=STDERR_FD if progress else subprocess.DEVNULL,  # this process's stderr
-                              stderr=None if progress else subprocess.PIPE, text=True)
+                              stderr=None if progress else subprocess.PIPE, text=True,
+                              preexec_fn=stop_with_this_process())
         if done.returncode != 0:
             store.remove_unfinished(folder)
             raise RankFailed(_failure(exp, Path(scratch), done.returncode, done.stderr))
+
+
+def stop_with_this_process() -> Callable[[], None] | None:
+    """On Linux, torchrun gets SIGTERM when the process that started it dies (a killed pytest or Ray worker),
+    and stops its ranks: none of them trains on beside the next attempt at the run. Elsewhere: None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def _command(exp: Experiment, entry: str, spec: Path) -> list[str]:
