@@ -120,7 +120,8 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(on_ray, tmp_
     assert second and second["from_epoch"] >= 2 and second["pid"] != first["pid"]
     assert second["from_epoch"] < exp.epochs, "the kill came after the run had finished"
     assert "attempt 1 on" in capsys.readouterr().err
-    torch.set_num_threads(1)  # as in the Ray task (one CPU)
+    assert cluster.cpu_share(1, cluster.connect("local")) == 2, "a lone run gets both CPUs"
+    torch.set_num_threads(2)  # as in the Ray task
     try:
         with cache_at(tmp_path / "straight", ray_address=""):
             straight = obtain(exp, progress=False)
@@ -192,9 +193,10 @@ def test_a_device_or_process_count_no_node_has_is_refused_before_sending():
 
 def test_each_run_asks_for_a_gpu_per_process_and_the_planned_host_memory():
     on_gpu = cluster.needs_of(cluster.place_on_cluster(tiny(processes=2, batch_size=4), [GPU], "h"))
-    on_cpu = cluster.needs_of(cluster.place_on_cluster(Experiment(model="smollm2-135m"), [CPU], "h"))
+    on_cpu = cluster.needs_of(cluster.place_on_cluster(Experiment(model="smollm2-135m"), [CPU], "h"), cpus=2)
     assert (on_gpu.cpus, on_gpu.gpus) == (2, 2)
-    assert (on_cpu.cpus, on_cpu.gpus) == (1, 0)
+    assert (on_cpu.cpus, on_cpu.gpus) == (2, 0)
+    assert [cluster.cpu_share(runs, [CPU, GPU]) for runs in (1, 6, 30)] == [16, 3, 1]
     # SmolLM2's fp32 AdamW step is planned at 2.9 GB on a CPU (docs/memory.md); one process's overhead on top
     assert 2.9e9 + cluster.PROCESS_BYTES < on_cpu.memory < 3.0e9 + cluster.PROCESS_BYTES
 
@@ -230,14 +232,16 @@ def test_an_address_without_ray_installed_says_how_to_install_it(monkeypatch):
         cluster.connect("head:6379")
 
 
-def test_two_sessions_asking_at_once_train_the_run_once(on_ray):
+def test_two_sessions_asking_at_once_train_the_run_once(on_ray, monkeypatch):
     """Two callers (as two pytest sessions would) send the same run together: one task trains it, the other
     waits on the run's lock in the shared cache and reads the record."""
+    monkeypatch.setattr(cluster, "cpu_share", lambda runs, nodes: 1)  # one CPU each: both tasks run at once
     exp = tiny(epochs=10, generate=False, seed=11)
     with ThreadPoolExecutor(2) as pool:
         asked = [pool.submit(cluster.obtain_all, [exp], False) for _ in range(2)]
         runs = [future.result(timeout=120)[0] for future in asked]
-    assert len(cluster.attempts(experiment_key(exp))) == 2, "both callers sent a task"
+    started = cluster.attempts(experiment_key(exp))
+    assert [a["from_epoch"] for a in started] == [0, 0], "both tasks started before either had trained"
     assert sorted(run.from_cache for run in runs) == [False, True], "trained once, read once"
     assert record_of(runs[0]) == record_of(runs[1])
 

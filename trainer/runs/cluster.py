@@ -89,7 +89,8 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
     runs = {exp: cached_run(exp) for exp in dict.fromkeys(placed_runs)}
     missing = [exp for exp, run in runs.items() if run is None]
     if missing:
-        in_flight = [send(exp, nodes) for exp in missing]
+        share = cpu_share(len(missing), nodes)
+        in_flight = [send(exp, nodes, share) for exp in missing]
         sent_batches.append([sent.key for sent in in_flight])
         runs |= collect(in_flight, progress)
     return [runs[exp] for exp in placed_runs]
@@ -189,11 +190,20 @@ def place_on_cluster(exp: Experiment, nodes: list[dict], address: str) -> Experi
     return dataclasses.replace(exp, device=kind, processes=processes)
 
 
-def needs_of(exp: Experiment) -> Needs:
-    """One CPU per process and, on CUDA, one GPU per process; host memory from the planner: the whole training
-    step on a CPU, what an offload moves to the host otherwise, plus the weights as loaded and the process."""
+def cpu_share(runs: int, nodes: list[dict]) -> int:
+    """CPUs for each of `runs` one-process CPU runs sent together: the cluster's CPUs split between them, as the
+    local path splits the cores between its workers (a lone run gets a whole node), at least one."""
+    total = sum(int(node.get("CPU", 0)) for node in nodes)
+    return max(1, min(total // max(1, runs), max(int(node.get("CPU", 0)) for node in nodes)))
+
+
+def needs_of(exp: Experiment, cpus: int = 1) -> Needs:
+    """A one-process CPU run takes `cpus` (its threads); otherwise one CPU per process and, on CUDA, one GPU per
+    process. Host memory from the planner: the whole training step on a CPU, what an offload moves to the
+    host otherwise, plus the weights as loaded and the process."""
     per_process = _host_bytes(exp)
-    return Needs(cpus=exp.processes, gpus=exp.processes if exp.device == "cuda" else 0,
+    alone_on_cpu = exp.device == "cpu" and exp.processes == 1
+    return Needs(cpus=cpus if alone_on_cpu else exp.processes, gpus=exp.processes if exp.device == "cuda" else 0,
                  memory=exp.processes * (per_process + PROCESS_BYTES))
 
 
@@ -228,9 +238,9 @@ def _check_feasible(exp: Experiment, needs: Needs, nodes: list[dict]) -> None:
 
 # --- sending, waiting, retrying ----------------------------------------------------------------------------
 
-def send(exp: Experiment, nodes: list[dict]) -> Sent:
+def send(exp: Experiment, nodes: list[dict], cpus: int = 1) -> Sent:
     """Send one placed run as a Ray task (its resources checked against the nodes first)."""
-    needs = needs_of(exp)
+    needs = needs_of(exp, cpus)
     _check_feasible(exp, needs, nodes)
     components = key_components(exp)
     sent = Sent(exp, content_key(components), needs, components)
