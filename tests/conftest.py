@@ -14,5 +14,6 @@ def private_cache(tmp_path, monkeypatch):
     root = tmp_path / "ft-cache"
     monkeypatch.setenv("FT_CACHE_DIR", str(root))
     monkeypatch.delenv("FT_MODEL_DIR", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a login node's cluster is not for the framework's tests
     monkeypatch.setenv("FT_PARALLEL_RUNS", "1")  # in-process, so monkeypatch and capsys see training; see test_parallel
     return root

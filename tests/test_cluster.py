@@ -5,6 +5,7 @@ a run lost twice named with its key and node, a missing model skipped before any
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from tiny import TINY, tiny
 from trainer import Experiment, settings
 from trainer.cache import store
 from trainer.errors import ConfigError
-from trainer.runs import cluster, parallel
+from trainer.runs import cluster, cluster_task, parallel
 from trainer.runs.keys import experiment_key
 from trainer.runs.obtain import obtain
 from trainer.runs.trial import Trial
@@ -47,6 +48,7 @@ def local_cluster():
 def on_ray(local_cluster, private_cache):
     """Runs go to the local cluster, into this test's private cache."""
     previous = settings.use(settings.active().replace(ray_address="local"))
+    cluster.connect("local")  # the attempt log exists before a test asks it where a task started
     yield private_cache
     settings.use(previous)
 
@@ -58,6 +60,16 @@ def cache_at(folder: Path, **fields):
         yield
     finally:
         settings.use(previous)
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def wait_for(condition, what: str, timeout: float = 60.0):
@@ -85,7 +97,7 @@ def test_a_trial_through_ray_decides_as_the_local_path_and_sends_each_look_toget
     before = len(cluster.sent_batches)
     decision = first_shift(Trial(Experiment(**DECIDED_AT_2), seeds=3, progress=False), 6, LOOSE, "q")
     assert decision.onset == 2 and decision.trained_through == 2
-    batches = cluster.sent_batches[before:]
+    batches = list(cluster.sent_batches)[before:]
     assert [len(batch) for batch in batches] == [6], "one look: three seeds and their controls, sent together"
     with cache_at(tmp_path / "local", ray_address="", parallel_runs=2):
         local = first_shift(Trial(Experiment(**DECIDED_AT_2), seeds=3, progress=False), 6, LOOSE, "q")
@@ -102,7 +114,7 @@ def test_an_open_question_sends_one_batch_per_look_and_resumes_the_cached_epochs
     trial = Trial(Experiment(**{**DECIDED_AT_2, "data": "control"}), seeds=2, progress=False)
     decision = first_shift(trial, 6, Thresholds(min_gain=10.0), "never decided early")
     assert decision.onset is None and decision.trained_through == 6
-    batches = cluster.sent_batches[before:]
+    batches = list(cluster.sent_batches)[before:]
     assert [len(batch) for batch in batches] == [2, 2, 2] and len({tuple(b) for b in batches}) == 1
     assert [a["from_epoch"] for a in cluster.attempts(batches[0][0])][-3:] == [0, 2, 4]
 
@@ -115,18 +127,17 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(on_ray, tmp_
         first = wait_for(lambda: _attempt(key, 1), "the first attempt to start")
         wait_for(lambda: _epochs_done(key) >= 2, "two epochs in the cache")
         os.kill(first["pid"], signal.SIGKILL)
+        before_kill = store.read_record(store.run_dir(key) / store.RECORD)["train_log"]
         (run,) = future.result(timeout=120)
     second = _attempt(key, 2)
     assert second and second["from_epoch"] >= 2 and second["pid"] != first["pid"]
     assert second["from_epoch"] < exp.epochs, "the kill came after the run had finished"
+    kept = [log for log in before_kill if log["epoch"] <= second["from_epoch"]]
+    assert [dataclasses.asdict(log) for log in run.record.train_log[: len(kept)]] == kept, \
+        "the cached epochs were trained again instead of resumed"
     assert "attempt 1 on" in capsys.readouterr().err
-    assert cluster.cpu_share(1, cluster.connect("local")) == 2, "a lone run gets both CPUs"
-    torch.set_num_threads(2)  # as in the Ray task
-    try:
-        with cache_at(tmp_path / "straight", ray_address=""):
-            straight = obtain(exp, progress=False)
-    finally:
-        torch.set_num_threads(2)
+    with cache_at(tmp_path / "straight", ray_address=""), threads(cluster.cpu_share(1, cluster.connect("local"))):
+        straight = obtain(exp, progress=False)  # with the threads the Ray task had: a lone run gets both CPUs
     assert record_of(run) == record_of(straight), "the resumed run differs from an uninterrupted one"
 
 
@@ -211,8 +222,8 @@ def test_a_run_no_node_can_hold_is_refused_with_its_needs_and_the_largest_node()
 
 
 def test_a_node_with_other_code_or_libraries_is_named_with_the_parts_that_differ():
-    words = cluster._mismatch(tiny(), {"code_version": "aaa", "torch": "2.13.0"}, {"code_version": "bbb",
-                                                                                  "torch": "2.13.0"})
+    words = cluster_task.mismatch_words(tiny(), {"code_version": "aaa", "torch": "2.13.0"},
+                                        {"code_version": "bbb", "torch": "2.13.0"})
     assert "code_version: pytest process 'aaa', this node 'bbb'" in words and "torch" not in words.split("in:")[1]
 
 
@@ -252,3 +263,37 @@ def test_a_run_the_planner_cannot_plan_exactly_asks_for_full_fine_tuning_s_memor
     chosen = cluster.place_on_cluster(Experiment(model="smollm2-135m", method=Unfreeze(layers=(0.54,))), [CPU], "h")
     full = cluster.place_on_cluster(Experiment(model="smollm2-135m", method=Full()), [CPU], "h")
     assert cluster.needs_of(chosen) == cluster.needs_of(full), "an upper bound, not a refusal"
+
+
+def test_a_node_that_does_not_see_the_cache_fails_before_training(on_ray):
+    """The pytest process writes a marker into its cache before sending; a node without it refuses to train."""
+    cluster.connect("local")
+    cluster._marker().unlink()  # as if the node mounted another folder at that path
+    exp = tiny(epochs=2, generate=False, seed=5)
+    with pytest.raises(cluster.CacheNotShared, match=r"does not see the cache folder.*--ft-cache-dir"):
+        cluster.obtain_all([exp], progress=False)
+    assert not store.run_dir(experiment_key(exp)).exists(), "it trained before checking"
+    cluster._markers.clear()
+
+
+def test_only_a_lost_worker_or_a_killed_rank_is_sent_again():
+    from trainer.runs.ranks import RankFailed
+
+    def raised_in_task(cause):
+        return ray.exceptions.RayTaskError("train_task", "Traceback ...", cause)
+
+    assert cluster.is_loss(ray.exceptions.WorkerCrashedError())
+    assert cluster.is_loss(ray.exceptions.OwnerDiedError(ray.ObjectRef.nil()))  # a kind of ObjectLostError
+    assert cluster.is_loss(raised_in_task(RankFailed("rank killed", killed=True)))
+    assert not cluster.is_loss(raised_in_task(RankFailed("rank 1 failed first with ValueError")))
+    assert not cluster.is_loss(raised_in_task(ConfigError("x", ["bad"])))
+    assert not cluster.is_loss(ray.exceptions.RuntimeEnvSetupError("pip failed"))
+
+
+def test_a_cuda_run_asks_the_host_for_its_offloaded_state_and_loaded_weights_only():
+    from trainer.memory.planner import plan
+
+    exp = cluster.place_on_cluster(Experiment(model="smollm2-135m"), [GPU], "h")
+    step = plan(exp, batch=exp.batch_size, device="cuda")
+    assert exp.device == "cuda"
+    assert cluster.needs_of(exp).memory == step.host_total + 4 * step.parameters + cluster.PROCESS_BYTES

@@ -37,12 +37,18 @@ class Settings:
     device: str | None = None  # device kind for experiments that say device="auto" (default: the best one)
     processes: int | str | None = None  # processes per run for experiments that say processes=None (default 1)
     ray_address: str | None = None  # a Ray cluster to train on ("" for none: train on this machine)
+    cores: int | None = None  # cores this process may use (a Ray task: the CPUs Ray gave it); None: its affinity
 
     def resolved(self) -> Settings:
-        """Every field filled in from the environment or the default, as a worker process should see them."""
-        return Settings(str(self.cache_root()), self.cache_limit_bytes() / 1e9, tuple(map(str, self.model_folders())),
-                        tuple(map(str, self.behavior_folders())), self.workers(), str(self.hub_cache()),
-                        self.device_kind(), self.process_count(), self.cluster_address() or "")
+        """Every field filled in from the environment or the default, as a worker process should see them (folders
+        absolute: a worker, a Ray task on another node above all, may start in another working directory)."""
+        def absolute(folders: list[Path]) -> tuple[str, ...]:
+            return tuple(str(folder.absolute()) for folder in folders)
+
+        return Settings(str(self.cache_root().absolute()), self.cache_limit_bytes() / 1e9,
+                        absolute(self.model_folders()), absolute(self.behavior_folders()), self.workers(),
+                        str(self.hub_cache().absolute()), self.device_kind(), self.process_count(),
+                        self.cluster_address() or "", self.cores)
 
     def cache_root(self) -> Path:
         return Path(self.cache_dir or os.environ.get(CACHE_DIR_ENV)

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from trainer import settings
 from trainer.errors import CacheCorrupt, CacheWriteError
@@ -106,6 +106,23 @@ def locked(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
         yield
+
+
+@contextlib.contextmanager
+def locked_if_free(lock_path: Path) -> Iterator[bool]:
+    """The lock if nobody holds it at this moment (True), else nothing (False): for tidying up that the
+    holder does itself anyway, and that must not wait behind a long training run."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

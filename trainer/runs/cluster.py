@@ -1,25 +1,29 @@
 """Train runs as Ray tasks, on a cluster whose nodes all see the cache, or on a local Ray instance.
 
 With an address (--ft-ray-address / $RAY_ADDRESS), the uncached runs of one look go out together as
-Ray tasks. Each asks for what it needs: one GPU per process where it trains on CUDA (one CPU per
-process otherwise), and the host memory the planner estimates, so Ray never places more runs on a
-node than fit. The node that trains writes the record and checkpoints into the shared cache (under
-the run's lock, so two sessions train an experiment once); this process reads them from there.
+Ray tasks. Each asks for what it needs: one GPU per process where it trains on CUDA (CPUs otherwise),
+and the host memory the planner estimates, so Ray never places more runs on a node than fit. The node
+that trains writes the record and checkpoints into the shared cache (under the run's lock, so two
+sessions train an experiment once); this process reads them from there (trainer.runs.cluster_task is
+what runs on the node).
 
 A task whose worker dies (killed, out of memory, node lost) is sent once more: it resumes from the
 run's last complete checkpoint. A second loss is a `RunLost` naming the run key, the node(s) and the
-errors. Any temporary file a dead worker left is removed; complete epochs stay cached.
+errors. The temporary files a dead worker left in the run's folder are removed; complete epochs stay.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import os
-import socket
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from trainer import settings
@@ -28,20 +32,22 @@ from trainer.cache.keys import content_key
 from trainer.cache.record import Run
 from trainer.errors import ConfigError, SuiteError
 from trainer.experiment import Experiment, Full
+from trainer.runs.cluster_task import AttemptLog, CacheNotShared, ClusterMismatch, train_task
 from trainer.runs.keys import experiment_key, key_components
-from trainer.runs.obtain import obtain, read_run_record
+from trainer.runs.obtain import read_run_record
+from trainer.runs.ranks import RankFailed
+
+__all__ = ["CacheNotShared", "ClusterMismatch", "RunLost", "obtain_all", "shutdown"]
 
 ATTEMPTS = 2  # a run is sent at most twice: once, and once more if its worker dies
 PROCESS_BYTES = 1 << 30  # Python, torch and the libraries of one process, beyond the planned training step
-LOCAL = ("local", "auto")  # addresses that may start a Ray instance on this machine
+READ_BACK_SECONDS = 30.0  # how long a finished run's record may take to show here (NFS caches a missing name)
+# Ray's errors for a task whose worker, raylet or node went away (the task itself raised nothing).
+LOSSES = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError", "ObjectLostError")
 
 
 class RunLost(SuiteError):
     """A run's Ray task died twice (worker killed, out of memory, node lost)."""
-
-
-class ClusterMismatch(SuiteError):
-    """A node computes another key for a run: it runs other code, libraries or model files than this process."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class Sent:
     experiment: Experiment
     key: str
     needs: Needs
-    components: dict  # the key's parts as this process computes them (a node must compute the same)
+    components: dict[str, Any]  # the key's parts as this process computes them (a node must compute the same)
     ref: Any = None
     failures: list[str] = dataclasses.field(default_factory=list)
 
@@ -76,9 +82,11 @@ class Sent:
         return len(self.failures) + 1
 
 
-_connection: dict[str, Any] = {}  # this process's Ray job, its attempt log actor and task; "owned" if started here
+_connection: dict[str, Any] = {}  # the Ray session joined, the attempt log and task; "owned" if started here
+_markers: dict[Path, Path] = {}  # cache folder -> the marker a node must see there
+_connecting = threading.Lock()
 _planning = threading.Lock()
-sent_batches: list[list[str]] = []  # the run keys sent together by each call, in order (not counting resends)
+sent_batches: collections.deque[list[str]] = collections.deque(maxlen=1000)  # run keys sent together, per call
 
 
 def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run]:
@@ -105,35 +113,41 @@ def cached_run(exp: Experiment) -> Run | None:
         else None
 
 
+# --- joining the cluster -----------------------------------------------------------------------------------
+
 def connect(address: str) -> list[dict]:
     """Join the Ray cluster at `address` once per process ("local": start one here; "auto": the one running
     on this machine, else start one); returns its live nodes' resources."""
     ray = _ray(address)
-    if not ray.is_initialized():  # (one that the caller started, as tests do with ray.init(num_cpus=2), is used)
-        _init(ray, address)
-        _connection["owned"] = True
-    job = ray.get_runtime_context().get_job_id()
-    if _connection.get("job") != job:  # first use, or Ray was restarted under this module
-        _connection.update(job=job, attempts=ray.remote(num_cpus=0)(AttemptLog).remote(),
-                           task=ray.remote(train_task))
-    nodes = [node["Resources"] | {"NodeManagerAddress": node["NodeManagerAddress"]}
-             for node in ray.nodes() if node["Alive"]]
+    with _connecting:
+        if not ray.is_initialized():  # one the caller started (as tests do: ray.init(num_cpus=2)) is used as is
+            _init(ray, address)
+            _connection["owned"] = True
+        context = ray.get_runtime_context()
+        session = (context.get_session_name(), context.get_job_id())
+        if _connection.get("session") != session:  # first use, or Ray was restarted under this module
+            _connection.update(session=session, attempts=_start_attempt_log(ray), task=ray.remote(train_task))
+            _markers.clear()
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     if not nodes:
         raise SuiteError(f"the Ray cluster at {address!r} has no live node; start one with `ray start`")
     return nodes
 
 
-def _ray(address: str):
+def _ray(address: str) -> Any:
+    """The ray module, or an error saying how to install it."""
     try:
         import ray
     except ImportError:
         raise ConfigError(f"{settings.active().cluster_option()}={address!r}", [
             "Ray is not installed here: pip install 'ray>=2.40,<3' (or the project's extra: pip install -e "
-            "'.[cluster]'), the same version on every node; or unset it to train on this machine"]) from None
+            "'.[cluster]'), the same version on every node; or pass --ft-ray-address '' to train on this "
+            "machine"]) from None
     return ray
 
 
-def _init(ray, address: str) -> None:
+def _init(ray: Any, address: str) -> None:
+    """ray.init for each kind of address; an address that cannot be joined is an error saying what to do."""
     quiet = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     try:
         if address == "auto":
@@ -152,8 +166,29 @@ def _init(ray, address: str) -> None:
                          "here") from error
 
 
+def _start_attempt_log(ray: Any) -> Any:
+    """The attempt log, pinned to this process's node: it must outlive any node a task dies with."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(AttemptLog).remote()
+
+
+def _marker() -> Path:
+    """A file in the cache, written here, that every node must see before it trains (made once per cache)."""
+    root = settings.active().cache_root().absolute()
+    if root not in _markers:
+        marker = root / "cluster" / f"{uuid.uuid4().hex}.json"
+        store.write_text_atomic(marker, json.dumps({"written_by_pid": os.getpid(), "session": _connection["session"]}))
+        _markers[root] = marker
+    return _markers[root]
+
+
 def shutdown() -> None:
     """Leave the cluster if this module joined it (a local instance started here stops with it)."""
+    for marker in _markers.values():
+        marker.unlink(missing_ok=True)
+    _markers.clear()
     owned = _connection.pop("owned", False)
     _connection.clear()
     if owned:
@@ -249,15 +284,16 @@ def send(exp: Experiment, nodes: list[dict], cpus: int = 1) -> Sent:
 
 
 def _submit(sent: Sent) -> None:
+    """Send (or send again) one run's task, with this process's settings (folders absolute) and its marker."""
     task = _connection["task"].options(max_retries=0, name=f"train {sent.experiment.label}", **sent.needs.options())
     given = settings.active().resolved().replace(ray_address="")  # the task trains where it runs
-    sent.ref = task.remote(sent.experiment, sent.components, given, _connection["attempts"], sent.attempt)
+    sent.ref = task.remote(sent.experiment, sent.components, given, str(_marker()), _connection["attempts"],
+                           sent.attempt)
 
 
 def collect(in_flight: list[Sent], progress: bool) -> dict[Experiment, Run]:
-    """Wait for every run; a run whose worker died goes out once more; read each record from the shared cache."""
+    """Wait for every run, sending once more a run whose worker died; read each record from the shared cache."""
     import ray
-    from ray.exceptions import RayTaskError, TaskCancelledError
 
     pending = {sent.ref: sent for sent in in_flight}
     runs: dict[Experiment, Run] = {}
@@ -265,75 +301,117 @@ def collect(in_flight: list[Sent], progress: bool) -> dict[Experiment, Run]:
     while pending:
         (ready,), _ = ray.wait(list(pending), num_returns=1)
         sent = pending.pop(ready)
-        try:
-            report = ray.get(ready)
-        except RayTaskError as error:  # the run's own error (bad configuration, a failing rank): as raised there
-            raise _as_raised_there(error, sent) from None
-        except (ray.exceptions.RayError, TaskCancelledError) as error:  # the worker or its node is gone
-            _clean_after_loss(sent)
-            sent.failures.append(_loss_words(sent, error))
-            if sent.attempt > ATTEMPTS:
-                raise RunLost(_lost_message(sent)) from error
-            if progress:
-                print(f"[finetune] {sent.experiment.label}: {sent.failures[-1]}; sending it once more (it resumes "
-                      "from its last complete checkpoint)", file=sys.stderr)
-            _submit(sent)
+        report = _outcome(sent, ready, progress)
+        if report is None:  # lost, and sent again
             pending[sent.ref] = sent
             continue
         runs[sent.experiment] = _read_trained(sent, report)
         if progress:
             done = "trained" if report["trained"] else "found in the cache (another session trained it) by a task"
             print(f"[finetune] {sent.experiment.label}: {done} on {report['node']['host']} (epochs "
-                  f"{report['from_epoch']}->{sent.experiment.epochs}, {report['seconds']:.0f} s; "
+                  f"{report['node']['from_epoch']}->{sent.experiment.epochs}, {report['seconds']:.0f} s; "
                   f"{len(runs)}/{len(in_flight)} runs done, {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return runs
 
 
-def _as_raised_there(error, sent: Sent) -> BaseException:
-    cause = error.cause if isinstance(getattr(error, "cause", None), BaseException) else error
-    cause.add_note(f"(raised in the Ray task training {sent.experiment.label}, run key {sent.key})")
-    return cause
+def _outcome(sent: Sent, ready: Any, progress: bool) -> dict | None:
+    """The task's report; None when its worker died and the run went out again. A second loss is a RunLost;
+    the run's own error is raised as it was raised on the node."""
+    import ray
+
+    try:
+        return ray.get(ready)
+    except ray.exceptions.RayError as error:
+        if not is_loss(error):
+            raise _not_a_loss(error, sent) from None
+        _clean_after_loss(sent)
+        sent.failures.append(_loss_words(sent, error))
+        if sent.attempt > ATTEMPTS:
+            raise RunLost(_lost_message(sent)) from error
+        if progress:
+            print(f"[finetune] {sent.experiment.label}: {sent.failures[-1]}; sending it once more (it resumes "
+                  "from its last complete checkpoint)", file=sys.stderr)
+        _submit(sent)
+        return None
+
+
+def is_loss(error: BaseException) -> bool:
+    """Whether a task failed because its worker, raylet or node went away (or, in a several-process run, a rank
+    was killed by a signal), rather than with an error of its own that a second attempt would repeat."""
+    import ray
+
+    if isinstance(error, ray.exceptions.RayTaskError):
+        cause = getattr(error, "cause", None)
+        return isinstance(cause, RankFailed) and cause.killed
+    return any(base.__name__ in LOSSES for base in type(error).__mro__)
+
+
+def _not_a_loss(error: BaseException, sent: Sent) -> BaseException:
+    """The run's own error as the node raised it (with a note naming the run and the node's traceback), or,
+    for a task Ray could not run (its environment, its resources), a SuiteError that says so."""
+    import ray
+
+    where = f"(raised in the Ray task training {sent.experiment.label}, run key {sent.key})"
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(getattr(error, "cause", None), BaseException):
+        cause = error.cause
+        remote = str(error).strip().splitlines()[:-1]  # Ray's text: the node's traceback, then the message
+        cause.add_note("\n".join([where, *remote[-12:]]))
+        return cause
+    return SuiteError(f"Ray could not run the task training {sent.experiment.label} (run key {sent.key}): "
+                      f"{type(error).__name__}: {error}")
 
 
 def _read_trained(sent: Sent, report: dict) -> Run:
-    """The record the node wrote, read here; missing means the nodes do not share this process's cache."""
+    """The record the node wrote, read here. It may take a moment to show over NFS (a name looked up while
+    missing is cached as missing); still missing then means the nodes do not share this process's cache."""
     folder = store.run_dir(sent.key)
-    record = read_run_record(folder)
-    if record is None or not record.answers(sent.experiment.epochs):
-        raise SuiteError(
-            f"{sent.experiment.label} trained on {report['node']['host']} into {report['folder']}, but this process "
-            f"finds no complete record in {folder}: the cache folder ({settings.active().cache_root()}) must be one "
-            f"filesystem every node sees at the same path (NFS, CephFS, Lustre...); set {settings.CACHE_DIR_ENV} "
-            "or --ft-cache-dir to such a folder")
-    return Run(record, sent.experiment.epochs, from_cache=not report["trained"], path=str(folder))
+    deadline = time.monotonic() + READ_BACK_SECONDS
+    while True:
+        record = read_run_record(folder)
+        if record is not None and record.answers(sent.experiment.epochs):
+            return Run(record, sent.experiment.epochs, from_cache=not report["trained"], path=str(folder))
+        if time.monotonic() > deadline:
+            raise CacheNotShared(
+                f"{sent.experiment.label} trained on {report['node']['host']} into {report['folder']}, but this "
+                f"process finds no complete record in {folder} after {READ_BACK_SECONDS:.0f} s: the cache folder "
+                f"({settings.active().cache_root()}) must be one filesystem every node sees at the same path (NFS, "
+                f"CephFS, Lustre...); set {settings.CACHE_DIR_ENV} or --ft-cache-dir to such a folder")
+        time.sleep(0.5)
+        os.listdir(folder.parent)  # makes an NFS client look again
 
 
 def _clean_after_loss(sent: Sent) -> None:
-    """Nothing half-written stays: remove what the dead worker left unfinished (under the run's lock)."""
+    """Remove what the dead worker left unfinished in the run's folder, unless a live task holds the run's lock
+    (another session's): that one cleans it before it trains, and is not to be waited for."""
     folder = store.run_dir(sent.key)
-    with store.locked(folder.with_suffix(".lock")):
-        store.remove_unfinished(folder)
+    with store.locked_if_free(folder.with_suffix(".lock")) as free:
+        if free:
+            store.remove_unfinished(folder)
 
 
 def _loss_words(sent: Sent, error: BaseException) -> str:
-    where = _where(sent)
+    """One line for one lost attempt: where it ran and how it died."""
     first_line = (str(error).strip().splitlines() or [""])[0]
-    return f"attempt {sent.attempt} {where} died: {type(error).__name__}: {first_line}"
+    return f"attempt {sent.attempt} {_where(sent)} died: {type(error).__name__}: {first_line}"
 
 
 def _where(sent: Sent) -> str:
+    """Where the attempt in flight started, from the attempt log (which never fails a run)."""
     import ray
 
-    attempts = ray.get(_connection["attempts"].of.remote(sent.key))
-    mine = [a for a in attempts if a["attempt"] == sent.attempt]
+    try:
+        mine = [a for a in attempts(sent.key) if a["attempt"] == sent.attempt]
+    except ray.exceptions.RayError:
+        return "(node unknown: the attempt log is lost)"
     if not mine:
         return "(before it started on any node)"
     node = mine[-1]
-    return f"on {node['host']} ({node['ip']}, node {node['node_id'][:12]}, pid {node['pid']}, from epoch " \
-           f"{node['from_epoch']})"
+    return (f"on {node['host']} ({node['ip']}, node {node['node_id'][:12]}, pid {node['pid']}, from epoch "
+            f"{node['from_epoch']})")
 
 
 def _lost_message(sent: Sent) -> str:
+    """Every attempt, what stays cached, what the run asked for, and where to look next."""
     folder = store.run_dir(sent.key)
     record = read_run_record(folder)
     kept = f"epochs 1..{record.epochs_done} stay cached" if record and record.epochs_done else "no epoch was complete"
@@ -345,55 +423,7 @@ def _lost_message(sent: Sent) -> str:
 
 
 def attempts(key: str) -> list[dict]:
-    """Where each attempt at the run `key` started (host, ip, node id, pid, epoch it resumed from)."""
+    """Where each attempt at the run `key` started (host, ip, node id, pid, the epoch it resumed from)."""
     import ray
 
-    return ray.get(_connection["attempts"].of.remote(key))
-
-
-# --- on the node -------------------------------------------------------------------------------------------
-
-class AttemptLog:
-    """A Ray actor: each task says where it starts before it trains, so a task that dies can still be named."""
-
-    def __init__(self) -> None:
-        self.started: dict[str, list[dict]] = {}
-
-    def start(self, key: str, entry: dict) -> None:
-        self.started.setdefault(key, []).append(entry)
-
-    def of(self, key: str) -> list[dict]:
-        return self.started.get(key, [])
-
-
-def train_task(exp: Experiment, components: dict, given: settings.Settings, log, attempt: int) -> dict:
-    """On a node: check the key, say where this attempt starts, train (resuming what is cached), report."""
-    import ray
-    import torch
-
-    settings.use(given)
-    if exp.processes == 1:
-        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-    mine = key_components(exp)
-    if mine != components:
-        raise ClusterMismatch(_mismatch(exp, components, mine))
-    key = content_key(components)
-    folder = store.run_dir(key)
-    record = read_run_record(folder) if folder.is_dir() else None
-    node = {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
-            "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-    from_epoch = record.epochs_done if record else 0
-    ray.get(log.start.remote(key, node | {"attempt": attempt, "from_epoch": from_epoch}))
-    started = time.perf_counter()
-    run = obtain(exp, progress=False)  # under the run's lock: another session's task may have trained it meanwhile
-    return {"node": node, "from_epoch": from_epoch, "folder": str(folder), "trained": not run.from_cache,
-            "seconds": time.perf_counter() - started}
-
-
-def _mismatch(exp: Experiment, theirs: dict, mine: dict) -> str:
-    differing = [f"{name}: pytest process {theirs.get(name)!r}, this node {mine.get(name)!r}"
-                 for name in sorted(set(theirs) | set(mine)) if theirs.get(name) != mine.get(name)]
-    return (f"{exp.label}: this node ({socket.gethostname()}) computes another run key than the pytest process, "
-            f"so it would train into another cache entry. Every node must run the same code, libraries and model "
-            f"files; they differ in:\n  " + "\n  ".join(differing)
-            + "\nInstall the same commit and environment on every node (and share the model folders)")
+    return ray.get(_connection["attempts"].of.remote(key), timeout=30)

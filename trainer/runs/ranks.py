@@ -8,15 +8,12 @@ most the epoch in flight, as a single-process run would.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from trainer import settings
@@ -27,12 +24,28 @@ from trainer.experiment import Experiment
 RANK_ENTRY = "trainer.runs.rank_main"
 STDERR_FD = 2  # the descriptor, not sys.stderr: a captured sys.stderr may have none
 # What a rank reports when another rank died under it (gloo, NCCL): an echo, not the cause.
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# Run the command given after the parent's pid with SIGTERM as its parent-death signal (prctl(2)
+# PR_SET_PDEATHSIG, kept across exec): a killed pytest or Ray worker takes its torchrun with it, and torchrun
+# stops its ranks on SIGTERM, so none trains on beside the next attempt at the run. Set after exec in a fresh
+# interpreter, not between fork and exec (preexec_fn is unsafe where the parent has threads, as Ray workers do).
+WITH_PARENT = """import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the process that started torchrun is gone")
+os.execv(sys.argv[2], sys.argv[2:])"""
 PEER_LOST = ("Connection closed by peer", "remote worker crashing", "NCCL communicator was aborted")
 
 
 class RankFailed(SuiteError):
-    """A rank of a several-process run failed: its number, its error, and where the run stands."""
+    """A rank of a several-process run failed: its number, its error, and where the run stands. `killed`: no
+    rank reported an error of its own (a signal, most often the kernel's out-of-memory killer)."""
+
+    def __init__(self, message: str, killed: bool = False):
+        super().__init__(message)
+        self.killed = killed
+
+    def __reduce__(self):  # rebuilt from its fields when it crosses from a worker process or a Ray task
+        return type(self), (str(self), self.killed)
 
 
 def train_in_ranks(exp: Experiment, folder: Path, *, key: str, components: dict, baseline_path: Path,
@@ -47,34 +60,22 @@ def train_in_ranks(exp: Experiment, folder: Path, *, key: str, components: dict,
             "settings": _plain(settings.active().resolved())}))
         done = subprocess.run(_command(exp, entry or RANK_ENTRY, spec), env=_environment(exp), stdin=subprocess.DEVNULL,
                               stdout=STDERR_FD if progress else subprocess.DEVNULL,  # this process's stderr
-                              stderr=None if progress else subprocess.PIPE, text=True,
-                              preexec_fn=stop_with_this_process())
+                              stderr=None if progress else subprocess.PIPE, text=True)
         if done.returncode != 0:
             store.remove_unfinished(folder)
-            raise RankFailed(_failure(exp, Path(scratch), done.returncode, done.stderr))
-
-
-def stop_with_this_process() -> Callable[[], None] | None:
-    """On Linux, torchrun gets SIGTERM when the process that started it dies (a killed pytest or Ray worker),
-    and stops its ranks: none of them trains on beside the next attempt at the run. Elsewhere: None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the line above
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
+            raise RankFailed(_failure(exp, Path(scratch), done.returncode, done.stderr),
+                             killed=not list(Path(scratch).glob("rank-*.txt")))
 
 
 def _command(exp: Experiment, entry: str, spec: Path) -> list[str]:
-    """torchrun with a free port (--standalone), one rank per process; `entry` a module or a script path."""
+    """torchrun with a free port (--standalone), one rank per process; `entry` a module or a script path.
+    Started through a few lines that stop it with this process (see `WITH_PARENT`)."""
     target = ["-m", entry] if not entry.endswith(".py") else [entry]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={exp.processes}",
-            "--max_restarts=0", *target, str(spec)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={exp.processes}",
+                "--max_restarts=0", *target, str(spec)]
+    if not sys.platform.startswith("linux"):
+        return torchrun
+    return [sys.executable, "-c", WITH_PARENT, str(os.getpid()), *torchrun]
 
 
 def _environment(exp: Experiment) -> dict[str, str]:
