@@ -53,7 +53,7 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
 def _runs_sharing_devices(experiments: list[Experiment], gpus: list[str]) -> int:
     """Runs side by side split the cores between them; on CUDA each takes a GPU of its own (as many at once
     as there are GPUs); a run that uses several processes, or MPS, takes the machine alone."""
-    if any(placed(exp).processes > 1 or placed(exp).device == "mps" for exp in experiments):
+    if any(run.processes > 1 or run.device == "mps" for run in map(placed, experiments)):
         return 1
     return len(gpus) if gpus else len(experiments)
 
