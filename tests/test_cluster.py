@@ -184,9 +184,11 @@ from trainer import Experiment
 
 def test_phi2(finetune, expect):
     expect(finetune(Experiment(model="phi-2"))).shifts(by_epoch=10)
-''', "-rs", "--ft-ray-address", "10.0.0.1:6379")
+''', "-rs", "--ft-ray-address", "10.0.0.1:6379", "--alluredir", str(tmp_path / "allure"))
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*microsoft/phi-2*--ft-model-dir*"])
+    environment = (tmp_path / "allure" / "environment.properties").read_text()
+    assert "ray.address=10.0.0.1:6379" in environment, "the report says where runs were sent"
 
 
 def test_auto_trains_on_the_gpus_a_node_has_even_where_this_machine_has_none():
