@@ -285,7 +285,7 @@ def test_only_a_lost_worker_or_a_killed_rank_is_sent_again():
         return ray.exceptions.RayTaskError("train_task", "Traceback ...", cause)
 
     assert cluster.is_loss(ray.exceptions.WorkerCrashedError())
-    assert cluster.is_loss(ray.exceptions.OwnerDiedError(ray.ObjectRef.nil()))  # a kind of ObjectLostError
+    assert cluster.is_loss(ray.exceptions.OwnerDiedError("00" * 28, None, ""))  # a kind of ObjectLostError
     assert cluster.is_loss(raised_in_task(RankFailed("rank killed", killed=True)))
     assert not cluster.is_loss(raised_in_task(RankFailed("rank 1 failed first with ValueError")))
     assert not cluster.is_loss(raised_in_task(ConfigError("x", ["bad"])))
