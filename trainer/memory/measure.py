@@ -166,7 +166,8 @@ def _child(request: dict) -> dict:
     except Exception as error:  # noqa: BLE001 - anything that is not running out of memory is re-raised
         if not _is_out_of_memory(error):
             raise
-        result["out_of_memory"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        first_line = next(iter(str(error).splitlines()), "") or "no message (an allocation was refused)"
+        result["out_of_memory"] = f"{type(error).__name__}: {first_line[:300]}"
         result["reached_bytes"] = _peak(device) - before
     result["seconds"] = time.perf_counter() - started
     return result
@@ -177,6 +178,8 @@ def _load_code_and_threads(config, exp: Experiment) -> None:
     reservation alone would fail (libgomp then exits the process)."""
     import torch
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    import trainer.training.placement  # noqa: F401 - the step imports it; under a cap the import itself can fail
 
     torch.ones(256, 256) @ torch.ones(256, 256)
     MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # imports the architecture's modeling module
