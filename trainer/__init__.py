@@ -25,6 +25,7 @@ from trainer.settings import Settings  # noqa: E402
 # The rest is imported from its sub-package, which loads torch only when needed:
 #   trainer.runs.obtain.obtain / obtain_with_control   a run's record, from the cache or trained
 #   trainer.runs.trial.Trial                             an experiment over seeds, each with its null control
+#   trainer.runs.parallel.obtain_all                     a look's runs: side by side here, or Ray tasks (runs.cluster)
 #   trainer.studies.early_decision.first_shift          the shift question, decided look by look
 #   trainer.memory.planner.plan, trainer.memory.measure.measure   memory plans and measured peaks
 __all__ = ["ConfigError", "Experiment", "ExpectationMisuse", "Full", "Judgement", "LoRA", "Settings", "SuiteError",
