@@ -1,5 +1,5 @@
 """`python -m trainer models` lists the registry and the model folders' models;
-`run MODEL` trains/probes one experiment;
+`run MODEL` trains/probes one experiment and its null control ($RAY_ADDRESS: on that Ray cluster);
 `plan MODEL --budget 15GiB` prints the memory plan of every named recipe (or the ones named);
 `cache [--model M]` lists what the cache holds, with sizes."""
 
@@ -12,7 +12,7 @@ from trainer.cache.record import RunSummary
 from trainer.errors import ConfigError, SuiteError, WeightsMissing
 from trainer.experiment import Experiment
 from trainer.models.sources import REGISTRY, local_models, model_dirs, stored_parameters
-from trainer.runs.obtain import obtain_with_control
+from trainer.runs.parallel import obtain_all
 from trainer.settings import MODEL_DIRS_ENV
 from trainer.stats.verdict import Thresholds, judge_run, onset_epoch
 
@@ -36,7 +36,10 @@ def list_models() -> int:
 def run_one(args: argparse.Namespace) -> int:
     exp = Experiment(model=args.model, behavior=args.behavior, epochs=args.epochs, eval_every=args.eval_every,
                      lr=args.lr, seed=args.seed)
-    run = obtain_with_control(exp)
+    # with its null control, side by side (or as Ray tasks where $RAY_ADDRESS names a cluster)
+    runs = obtain_all([exp, exp.control()] if exp.data != "control" else [exp])
+    run = runs[0]
+    run.control = runs[1] if len(runs) > 1 else None
     verdicts = judge_run(run, Thresholds())
     for row in RunSummary.of(run).rows:
         print(row)

@@ -14,6 +14,7 @@ errors. The temporary files a dead worker left in the run's folder are removed; 
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import json
@@ -195,6 +196,9 @@ def shutdown() -> None:
         import ray
 
         ray.shutdown()
+
+
+atexit.register(shutdown)  # the CLI and library callers leave no marker behind either
 
 
 # --- where a run trains and what it asks for ---------------------------------------------------------------
