@@ -163,8 +163,9 @@ def _init(ray: Any, address: str) -> None:
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise SuiteError(f"{settings.active().cluster_option()}={address!r}: cannot join that Ray cluster "
                          f"({type(error).__name__}: {error}). Start it with `ray start --head` on its head node "
-                         "and give its address (host:6379, or ray://host:10001), or use 'local' to start one "
-                         "here") from error
+                         "and give the address it prints (host:6379, or ray://host:10001); a cluster with token "
+                         "authentication (Ray's default) also needs RAY_AUTH_MODE=token here and its token "
+                         "(~/.ray/auth_token or $RAY_AUTH_TOKEN). Or use 'local' to start one here") from error
 
 
 def _start_attempt_log(ray: Any) -> Any:
