@@ -10,6 +10,7 @@ from trainer import Experiment, settings
 from trainer.errors import SuiteError
 from trainer.runs import parallel
 from trainer.runs.obtain import obtain
+from trainer.training.placement import placed
 
 
 @pytest.fixture
@@ -78,8 +79,8 @@ def test_a_dead_worker_is_a_clear_error(side_by_side):
 
 def test_no_more_runs_side_by_side_than_fit_in_memory(monkeypatch):
     monkeypatch.setattr(parallel, "_available_bytes", lambda: 24 << 30)
-    assert parallel._fit_in_memory([Experiment(model="gemma3-270m")]) == 4  # 6.4 GB each
-    assert parallel._fit_in_memory([Experiment(model="phi-2")]) == 1
+    assert parallel._fit_in_memory([placed(Experiment(model="gemma3-270m"))]) == 4  # 6.4 GB each
+    assert parallel._fit_in_memory([placed(Experiment(model="phi-2"))]) == 1
 
 
 @pytest.mark.parametrize("value", ["0", "two"])
@@ -94,7 +95,6 @@ def test_runs_on_cuda_get_a_gpu_each_and_as_many_run_at_once_as_there_are_gpus(m
     worker i seeing only GPU i of that list; several-process runs still take the machine alone."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
     monkeypatch.setattr(parallel, "device_slots", lambda kind: 4 if kind == "cuda" else 2)
-    monkeypatch.setattr(parallel, "placed", lambda exp: exp)
     monkeypatch.delenv(settings.PARALLEL_RUNS_ENV)
     runs = [Experiment(model="tiny-llama", device="cuda", processes=1, seed=seed) for seed in range(6)]
     gpus = parallel._gpus_for(runs)

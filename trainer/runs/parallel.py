@@ -41,9 +41,10 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
 
         return cluster.obtain_all(experiments, progress)
     missing = [exp for exp in experiments if not is_cached(exp)]
-    gpus = _gpus_for(missing)
-    workers = min(settings.active().workers(default=len(gpus) or None), len(missing), _fit_in_memory(missing),
-                  _runs_sharing_devices(missing, gpus))
+    where = [placed(exp) for exp in missing]  # device kind and process count, decided once
+    gpus = _gpus_for(where)
+    workers = min(settings.active().workers(default=len(gpus) or None), len(missing), _fit_in_memory(where),
+                  _runs_sharing_devices(where, gpus))
     if workers <= 1:
         return [obtain(exp, progress) for exp in experiments]
     trained = dict(zip(missing, _in_workers(missing, workers, gpus, progress)))
@@ -51,16 +52,16 @@ def obtain_all(experiments: list[Experiment], progress: bool = True) -> list[Run
 
 
 def _runs_sharing_devices(experiments: list[Experiment], gpus: list[str]) -> int:
-    """Runs side by side split the cores between them; on CUDA each takes a GPU of its own (as many at once
-    as there are GPUs); a run that uses several processes, or MPS, takes the machine alone."""
-    if any(run.processes > 1 or run.device == "mps" for run in map(placed, experiments)):
+    """Runs (placed) side by side split the cores between them; on CUDA each takes a GPU of its own (as many at
+    once as there are GPUs); a run that uses several processes, or MPS, takes the machine alone."""
+    if any(exp.processes > 1 or exp.device == "mps" for exp in experiments):
         return 1
     return len(gpus) if gpus else len(experiments)
 
 
 def _gpus_for(experiments: list[Experiment]) -> list[str]:
-    """The GPUs to hand out one per worker when any of these runs trains on CUDA ([] otherwise)."""
-    if not any(placed(exp).device == "cuda" for exp in experiments):
+    """The GPUs to hand out one per worker when any of these (placed) runs trains on CUDA ([] otherwise)."""
+    if not any(exp.device == "cuda" for exp in experiments):
         return []
     return visible_gpus(device_slots("cuda"))
 
@@ -90,12 +91,12 @@ def _in_workers(experiments: list[Experiment], workers: int, gpus: list[str], pr
 
 
 def _fit_in_memory(experiments: list[Experiment]) -> int:
-    """How many of these runs fit in available host memory at once (1 when a model's size is unknown). A run on
-    a GPU holds little on the host once loaded: its fp32 weights pass through it."""
+    """How many of these (placed) runs fit in available host memory at once (1 when a model's size is unknown).
+    A run on a GPU holds little on the host once loaded: its fp32 weights pass through it."""
     sizes = [resolve_model(exp.model).parameters_at_most() for exp in experiments]
     if not sizes or None in sizes:
         return 1
-    on_host = BYTES_PER_PARAMETER if any(placed(exp).device == "cpu" for exp in experiments) else 4
+    on_host = BYTES_PER_PARAMETER if any(exp.device == "cpu" for exp in experiments) else 4
     need = max(sizes) * on_host + (1 << 30)
     return max(1, int(_available_bytes() // need))
 
