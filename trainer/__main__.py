@@ -12,7 +12,7 @@ from trainer.cache.record import RunSummary
 from trainer.errors import ConfigError, SuiteError, WeightsMissing
 from trainer.experiment import Experiment
 from trainer.models.sources import REGISTRY, local_models, model_dirs, stored_parameters
-from trainer.runs.parallel import obtain_all
+from trainer.runs.trial import Trial
 from trainer.settings import MODEL_DIRS_ENV
 from trainer.stats.verdict import Thresholds, judge_run, onset_epoch
 
@@ -36,10 +36,8 @@ def list_models() -> int:
 def run_one(args: argparse.Namespace) -> int:
     exp = Experiment(model=args.model, behavior=args.behavior, epochs=args.epochs, eval_every=args.eval_every,
                      lr=args.lr, seed=args.seed)
-    # with its null control, side by side (or as Ray tasks where $RAY_ADDRESS names a cluster)
-    runs = obtain_all([exp, exp.control()] if exp.data != "control" else [exp])
-    run = runs[0]
-    run.control = runs[1] if len(runs) > 1 else None
+    # one seed with its null control, side by side (or as Ray tasks where $RAY_ADDRESS names a cluster)
+    run = Trial(exp, seeds=1).runs(exp.epochs)[0]
     verdicts = judge_run(run, Thresholds())
     for row in RunSummary.of(run).rows:
         print(row)
