@@ -72,11 +72,14 @@ class Sent:
     """One run in flight: the placed experiment, its key, what it asked for, and its attempts so far."""
 
     experiment: Experiment
-    key: str
     needs: Needs
     components: dict[str, Any]  # the key's parts as this process computes them (a node must compute the same)
     ref: Any = None
     failures: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return content_key(self.components)
 
     @property
     def attempt(self) -> int:
@@ -282,8 +285,7 @@ def send(exp: Experiment, nodes: list[dict], cpus: int = 1) -> Sent:
     """Send one placed run as a Ray task (its resources checked against the nodes first)."""
     needs = needs_of(exp, cpus)
     _check_feasible(exp, needs, nodes)
-    components = key_components(exp)
-    sent = Sent(exp, content_key(components), needs, components)
+    sent = Sent(exp, needs, key_components(exp))
     _submit(sent)
     return sent
 
