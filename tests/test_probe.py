@@ -1,10 +1,22 @@
+import logging
+import warnings
+
 import pytest
 import torch
 
 from trainer.behavior import load_behavior
 from trainer.models.sources import resolve_model
-from trainer.training.batches import PromptFormat, supervised_batch
-from trainer.training.probe import continuation_logprobs, marker_hits, mean_kl, neutral_logprobs
+from trainer.training.batches import PromptFormat, pad_id, supervised_batch
+from trainer.training.probe import (
+    continuation_logprobs,
+    greedy_generations,
+    in_probe_order,
+    marker_hits,
+    mean_kl,
+    neutral_logprobs,
+    probe_model,
+    prompt_batches,
+)
 
 
 def naive_logprobs(model, tokenizer, fmt, prompts, texts):
@@ -25,11 +37,48 @@ def test_cached_prompt_scoring_equals_scoring_whole_sequences(name):
     fmt = PromptFormat("plain", behavior.prompt_template)
     prompts = list(behavior.probes[:5])  # different lengths, so left padding is exercised
     texts = list(behavior.targets + behavior.contrasts)
+    continuations = [fmt.continuation_ids(loaded.tokenizer, t) for t in texts]
     with torch.inference_mode():
-        fast = continuation_logprobs(loaded.model, loaded.tokenizer, fmt, prompts,
-                                     [fmt.continuation_ids(loaded.tokenizer, t) for t in texts])
+        batches = prompt_batches(loaded.model, loaded.tokenizer, fmt, prompts, batch_size=3)
+        fast = in_probe_order(batches, [continuation_logprobs(loaded.model, b, continuations) for b in batches])
         slow = naive_logprobs(loaded.model, loaded.tokenizer, fmt, prompts, texts)
-    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-phi"])
+def test_greedy_answers_equal_generate_and_scoring_leaves_the_prompt_cache_as_it_was(name):
+    """The shared prompt cache serves the scoring pass and then generation: what generation answers must be what
+    `generate(do_sample=False)` answers from the bare prompts, in the prompts' own order."""
+    loaded = resolve_model(name).load()
+    behavior = load_behavior("epistemic-stance")
+    fmt = PromptFormat("plain", behavior.prompt_template)
+    prompts = list(behavior.probes[:7])
+    tokenizer = loaded.tokenizer
+    continuations = [fmt.continuation_ids(tokenizer, t) for t in behavior.targets + behavior.contrasts]
+    with torch.no_grad():
+        batches = prompt_batches(loaded.model, tokenizer, fmt, prompts, batch_size=4)
+        for batch in batches:
+            continuation_logprobs(loaded.model, batch, continuations)
+        ours = greedy_generations(loaded.model, tokenizer, fmt, prompts, 12, batches=batches)
+        tokenizer.padding_side = "left"
+        enc = tokenizer([fmt.render(tokenizer, p) for p in prompts], return_tensors="pt", padding=True)
+        out = loaded.model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=pad_id(tokenizer))
+    theirs = [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    assert ours == theirs
+
+
+def test_probing_warns_of_nothing(caplog):
+    """Our calls use transformers' current names (`cache`, not the deprecated `past_key_values`)."""
+    loaded = resolve_model("tiny-llama").load()
+    behavior = load_behavior("epistemic-stance")
+    fmt = PromptFormat("plain", behavior.prompt_template)
+    base = neutral_logprobs(loaded.model, loaded.tokenizer, list(behavior.neutral_prompts))
+    logging.getLogger("transformers").propagate = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.WARNING):
+            probe_model(loaded.model, loaded.tokenizer, fmt, behavior, 8, base, None)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_kl_is_zero_for_the_same_model_and_positive_after_a_change():
