@@ -4,7 +4,7 @@ import json
 
 import pytest
 from safetensors.torch import load_file
-from tiny import TINY
+from tiny import TINY, tiny
 
 from trainer import ConfigError, Experiment, settings
 from trainer.cache import store
@@ -40,6 +40,20 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch
     a, b = weights_of(resumed), weights_of(straight)
     assert all((a[k] == b[k]).all() for k in a), "resumed parameters differ from an uninterrupted run"
     assert resumed.evaluation(4).margins == straight.evaluation(4).margins
+
+
+def test_a_run_at_lr_0_takes_no_optimizer_step_and_keeps_the_pretrained_weights():
+    """lr 0 cannot move a weight (AdamW's decay is lr x weight decay as well), so no step is spent on it and no
+    optimizer state is kept; the loss and gradient norm are still measured and logged."""
+    from trainer.models.sources import resolve_model
+
+    run = obtain(tiny(epochs=2, lr=0.0), progress=False)
+    folder = f"{run.path}/{run.record.checkpoint}"
+    assert load_file(f"{folder}/optimizer.safetensors") == {}
+    pretrained = dict(resolve_model("tiny-llama").load().model.named_parameters())
+    assert all((pretrained[name] == tensor).all() for name, tensor in weights_of(run).items())
+    assert all(entry.grad_norm > 0 for entry in run.train_log)
+    assert run.evaluation(2).margins == run.evaluation(0).margins
 
 
 def test_warm_request_loads_no_model(monkeypatch):

@@ -77,7 +77,8 @@ def train_one_epoch(model, optimizer, batches, exp: Experiment, epoch: int, prec
         layer_grads = watch.grad_norms() if watch is not None else []
         norm = float(_clip(accelerator, params, limit))
         scale = precision.scaler.get_scale()
-        precision.scaler.step(optimizer)
+        if exp.lr > 0:  # at lr 0 no step can move a weight (AdamW's decay is lr x weight decay too): none is taken
+            precision.scaler.step(optimizer)
         precision.scaler.update()
         if precision.scaler.is_enabled() and precision.scaler.get_scale() < scale:
             skipped.append(step)  # inf gradients under a scaler: the step is skipped and the scale lowered

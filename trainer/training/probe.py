@@ -114,11 +114,17 @@ def _as_attention_mask(model, seen: torch.Tensor) -> torch.Tensor:
 
 
 def _scored(logits: torch.Tensor, targets: list[int]) -> torch.Tensor:
-    """[rows, positions] log-prob of each position's target token: its logit minus the log-sum-exp (one pass over
-    the contiguous logits; a log-softmax would write a second tensor of their size)."""
+    """[rows, positions] log-prob of each position's target token: its logit minus the log-sum-exp.
+
+    The log-sum-exp is taken in place (the logits are not needed afterwards): with Gemma's vocabulary the logits of
+    one look's continuations are about 1 GB, and a log-softmax or `logsumexp` writes temporaries of that size,
+    whose first touch costs more than the arithmetic."""
     logits = logits.float()
     index = torch.tensor(targets, device=logits.device).expand(len(logits), -1)
-    return logits.gather(2, index[..., None]).squeeze(-1) - logits.logsumexp(dim=-1)
+    picked = logits.gather(2, index[..., None]).squeeze(-1)
+    top = logits.amax(dim=-1, keepdim=True)
+    total = logits.sub_(top).exp_().sum(dim=-1)
+    return picked - (top.squeeze(-1) + total.log())
 
 
 def _check_window(model, length: int) -> None:
