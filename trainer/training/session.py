@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from trainer.behavior import load_behavior
@@ -92,15 +93,19 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
         record.experiment["epochs"] = exp.epochs
         record.placement = Placement(**describe(accelerator, exp, precision))
     evaluated = set(exp.evaluated_epochs())
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
 
     def after_epoch(epoch: int, log: EpochLog) -> None:
+        """Checkpoint and probe at once (probes only read the weights); the record, which points at the checkpoint,
+        is written when both are done, so a kill at any moment still loses only the epoch in flight."""
         if main:
             record.train_log.append(log)
         if epoch in evaluated or log.stopped is not None:
-            evaluation = _evaluate(epoch) if probing else None
             state = gather_state(model, optimizer, keep=main) if probing and log.stopped is None else None
+            written = writer.submit(_save, folder, state, epoch) if state is not None else None
+            evaluation = _evaluate(epoch) if probing else None
             if main:
-                _record(folder, record, epoch, evaluation, log.stopped, state)
+                _record(folder, record, epoch, evaluation, log.stopped, written)
         accelerator.wait_for_everyone()  # the others wait while the main process probes and writes
 
     def _evaluate(epoch: int) -> Evaluation:
@@ -112,20 +117,23 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
                           layers=LayerChanges(changes, top_layers(changes)))
 
     examples = training_examples(behavior, exp.data, exp.seed)
-    run_epochs(trained, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, precision, progress,
-               watch=watch, accelerator=accelerator)
+    try:
+        run_epochs(trained, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, precision, progress,
+                   watch=watch, accelerator=accelerator)
+    finally:
+        writer.shutdown(wait=True)
     return record if main else None
 
 
 def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation, stopped: Stop | None,
-            state: TrainingState | None) -> None:
+            written: Future | None) -> None:
     record.evaluations.append(evaluation)
     record.epochs_done = epoch
     if stopped is not None:
         record.stopped = stopped
         _final_record(folder, record)
     else:
-        _checkpoint_then_record(folder, state, epoch, record)
+        _record_then_drop_older(folder, written.result(), record)  # result(): the checkpoint is whole, or raises
 
 
 def check_trainable_here(exp: Experiment) -> None:
@@ -187,10 +195,16 @@ def _resume_point(folder: Path, record: RunRecord | None, model, optimizer, main
     return epoch
 
 
-def _checkpoint_then_record(folder: Path, state: TrainingState, epoch: int, record: RunRecord) -> None:
-    """Checkpoint first, record second, then drop older checkpoints: the record never points at nothing."""
+def _save(folder: Path, state: TrainingState, epoch: int) -> str:
+    """Write checkpoint-<epoch> (whole, or not at all) and return its name."""
     name = f"checkpoint-{epoch}"
     save_checkpoint(folder / name, state, epoch)
+    return name
+
+
+def _record_then_drop_older(folder: Path, name: str, record: RunRecord) -> None:
+    """Once checkpoint `name` is whole: the record pointing at it, then older checkpoints go. The record never
+    points at nothing."""
     previous = record.checkpoint
     record.checkpoint = name
     store.write_record(folder / store.RECORD, record.to_json())
