@@ -91,7 +91,7 @@ def all_finite(params: list[torch.Tensor]) -> bool:
     answer agreed by all processes (so they all stop, or none does)."""
     from torch.distributed.tensor import DTensor
 
-    local = all(bool(torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all()) for p in params)
+    local = _finite_everywhere([p.to_local() if isinstance(p, DTensor) else p for p in params])
     if not any(isinstance(p, DTensor) for p in params):
         return local
     import torch.distributed as dist
@@ -99,6 +99,17 @@ def all_finite(params: list[torch.Tensor]) -> bool:
     flag = torch.tensor([int(local)], device=params[0].to_local().device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def _finite_everywhere(tensors: list[torch.Tensor]) -> bool:
+    """Whether no element is inf or NaN, from one float64 sum per tensor and a single read of the answer: an inf
+    or NaN element makes its sum inf or NaN, and finite elements of up to 32 bits cannot overflow a float64 sum
+    (3.4e38 x 2^31 is far below 1.8e308). Five elementwise passes per tensor (`isfinite().all()`) cost about a
+    tenth of a CPU training step, and on a GPU every per-tensor answer waits for the device."""
+    wide = [t for t in tensors if t.dtype == torch.float64]  # their sums could overflow: checked element-wise
+    sums = [t.detach().sum(dtype=torch.float64) for t in tensors if t.dtype != torch.float64 and t.numel()]
+    finite = bool(torch.stack(sums).isfinite().all()) if sums else True
+    return finite and all(bool(torch.isfinite(t).all()) for t in wide)
 
 
 def is_shard(tensor: torch.Tensor) -> bool:
