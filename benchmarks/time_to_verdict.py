@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def measure_model(name: str, rounds: int, peak: float, before: str | None, lm_ev
             "speedup_look": round(medians[f"at {before}, look"] / medians["today, look"], 2),
             "speedup_margins_only": round(medians[f"at {before}, margins only"] / medians["today, margins only"], 2)}
     out["training epoch"] = _epoch(name, rounds, peak, epoch_flops(model, tokenizer, fmt, behavior))
+    out["checkpoint and look"] = _checkpoint_overlap(name, rounds, model, tokenizer, fmt, behavior, base["today"])
     if lm_eval:
         out["lm-eval"] = _against_lm_eval(model, tokenizer, fmt, behavior, rounds)
     return out
@@ -163,9 +165,57 @@ def _epoch(name: str, rounds: int, peak: float, flops: int) -> dict:
             "fraction_of_peak": round(flops / median / 1e9 / peak, 3)}
 
 
+def _checkpoint_overlap(name: str, rounds: int, model, tokenizer, fmt, behavior, base) -> dict:
+    """An evaluated epoch's end: full fine-tuning's checkpoint (weights and AdamW moments) written, then the look
+    (as before), against the write done while the look runs (as `session.after_epoch` does now)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainer.experiment import Experiment
+    from trainer.studies.step_costs import training_step
+    from trainer.training.checkpoint import gather_state, save_checkpoint
+
+    trained, step = training_step(Experiment(model=name, device="cpu", processes=1))
+    step()  # AdamW's moments exist
+    folder = Path(tempfile.mkdtemp())
+    state = gather_state(trained, _optimizer_of(step))
+
+    def write() -> None:
+        save_checkpoint(folder / "checkpoint-1", state, 1)  # replaces the previous round's
+
+    def look() -> None:
+        probe.probe_model(model, tokenizer, fmt, behavior, 24, base, None, True)
+
+    seconds: dict[str, list[float]] = {"write alone": [], "look alone": [], "write, then look": [],
+                                       "write during look": []}
+    with ThreadPoolExecutor(1) as writer:
+        def both() -> None:
+            written = writer.submit(write)
+            look()
+            written.result()
+
+        for _ in range(rounds):
+            seconds["write alone"].append(_seconds(write))
+            seconds["look alone"].append(_seconds(look))
+            seconds["write, then look"].append(_seconds(lambda: (write(), look())))
+            seconds["write during look"].append(_seconds(both))
+    written_bytes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    shutil.rmtree(folder)
+    return {"checkpoint_bytes": written_bytes, "seconds": seconds,
+            "median_seconds": {k: round(statistics.median(v), 3) for k, v in seconds.items()}}
+
+
+def _optimizer_of(step):
+    """The optimizer a `training_step` closure trains with."""
+    return next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, torch.optim.Optimizer))
+
+
 def _against_lm_eval(model, tokenizer, fmt: PromptFormat, behavior, rounds: int) -> dict:
     """Our continuation scoring against HFLM's on the same token ids (44 prompts x 4 openers)."""
-    from lm_eval.models.huggingface import HFLM
+    try:
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as error:
+        raise SystemExit(f"--lm-eval needs lm-evaluation-harness ({error}): "
+                         ".venv/bin/pip install -e '.[bench]'") from None
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, device="cpu", batch_size=64)
     texts = list(behavior.targets + behavior.contrasts)
