@@ -99,15 +99,21 @@ def _side_by_side(model, batch: PromptBatch, fed: list[list[int]]) -> torch.Tens
     own_earlier = (owner[:, None] == owner[None, :]) & (offsets[None, :] <= offsets[:, None])  # [width, width]
     seen = torch.cat([batch.mask.bool()[:, None, :].expand(-1, len(owner), -1),
                       own_earlier.expand(rows, -1, -1)], dim=2)  # [rows, width, prompt + width]
-    _check_window(model, seen.shape[-1])
+    _check_window(model, batch.mask.shape[1] + max(len(f) for f in fed))
     out = model(input_ids=tokens, attention_mask=_as_attention_mask(model, seen[:, None]),
                 position_ids=batch.lengths + offsets, cache=batch.cache, use_cache=True)
     return out.logits
 
 
 def _as_attention_mask(model, seen: torch.Tensor) -> torch.Tensor:
-    """A custom 4D mask is used as given: SDPA reads booleans (True: attend), eager attention adds it to scores."""
-    if model.config._attn_implementation != "eager":
+    """A custom 4D mask is used as given: SDPA reads booleans (True: attend), eager attention adds it to scores;
+    other kernels (flash, flex) cannot take an arbitrary mask."""
+    attention = model.config._attn_implementation
+    if attention not in ("sdpa", "eager"):
+        raise ConfigError(f"attn_implementation={attention!r}", [
+            "probes score every continuation in one pass with a custom attention mask, which only 'sdpa' and "
+            "'eager' take: load the model with attn_implementation='sdpa'"])
+    if attention == "sdpa":
         return seen
     dtype = next(model.parameters()).dtype
     return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, torch.finfo(dtype).min)
@@ -128,7 +134,8 @@ def _scored(logits: torch.Tensor, targets: list[int]) -> torch.Tensor:
 
 
 def _check_window(model, length: int) -> None:
-    """A sliding-window layer (Gemma-3) is given the same custom mask as a global one: exact only inside the window."""
+    """A sliding-window layer (Gemma-3) is given the same custom mask as a global one: exact while the prompt and the
+    longest continuation fit in the window."""
     window = getattr(model.config, "sliding_window", None)
     if window and length > window:
         raise ConfigError(f"a probe of {length} tokens (prompt and continuations)", [
@@ -163,11 +170,13 @@ def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], 
                        device: torch.device | None = None, batches: list[PromptBatch] | None = None) -> list[str]:
     """Greedy answers (what `generate(do_sample=False)` gives), continuing each batch's prompt cache and stopping
     as soon as every answer of the batch has ended."""
+    if not plain_greedy(model):
+        return _generated(model, tokenizer, fmt, prompts, max_new_tokens, device)
     if batches is None:
         batches = prompt_batches(model, tokenizer, fmt, prompts, device)
     texts = {}
     for batch in batches:
-        stop = _eos_ids(model, tokenizer).to(batch.mask.device)
+        stop = torch.as_tensor(model.generation_config.eos_token_id).reshape(-1).to(batch.mask.device)
         tokens = _greedy_tokens(model, batch, max_new_tokens, stop, pad_id(tokenizer))
         for row, text in zip(batch.rows, tokenizer.batch_decode(tokens, skip_special_tokens=True)):
             texts[row] = text.strip()
@@ -192,13 +201,45 @@ def _greedy_tokens(model, batch: PromptBatch, max_new_tokens: int, stop: torch.T
     return torch.stack(chosen, dim=1)
 
 
-def _eos_ids(model, tokenizer) -> torch.Tensor:
-    """The ids that end an answer: the model's generation config's (one or several), else the tokenizer's."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    ids = [eos] if isinstance(eos, int) else list(eos)
-    return torch.tensor(ids)
+# Generation settings under which `generate(do_sample=False)` is more than "take the largest logit, stop at EOS",
+# with the values that leave it at that.
+NEUTRAL_GENERATION = {
+    "repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None, []), "min_length": (None, 0),
+    "min_new_tokens": (None, 0), "suppress_tokens": (None, []), "begin_suppress_tokens": (None, []),
+    "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "sequence_bias": (None, {}),
+    "exponential_decay_length_penalty": (None,), "guidance_scale": (None, 1.0), "watermarking_config": (None,),
+    "num_beams": (None, 1), "penalty_alpha": (None,), "dola_layers": (None,),
+}
+
+
+def plain_greedy(model) -> bool:
+    """Whether the model's generation config makes greedy decoding plain (and names its EOS), so that the short
+    loop here gives what `generate` gives; otherwise `generate` itself answers (a model shipping, say, a
+    repetition penalty)."""
+    config = getattr(model, "generation_config", None)
+    if config is None or config.eos_token_id is None:
+        return False
+    return all(getattr(config, name, None) in neutral for name, neutral in NEUTRAL_GENERATION.items())
+
+
+def _generated(model, tokenizer, fmt: PromptFormat, prompts: list[str], max_new_tokens: int,
+               device: torch.device | None, batch_size: int = 64) -> list[str]:
+    """Greedy answers from `generate` itself, which applies the generation config's logits processors."""
+    texts = [fmt.render(tokenizer, p) for p in prompts]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched generation needs left padding
+    try:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=fmt.style != "chat").to(device or model.device)
+            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=pad_id(tokenizer))
+            out += [t.strip() for t in tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:],
+                                                              skip_special_tokens=True)]
+        return out
+    finally:
+        tokenizer.padding_side = side
 
 
 @torch.no_grad()  # not inference_mode: a sharded model gathers its weights in place while probed

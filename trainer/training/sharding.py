@@ -106,8 +106,10 @@ def _finite_everywhere(tensors: list[torch.Tensor]) -> bool:
     or NaN element makes its sum inf or NaN, and finite elements of up to 32 bits cannot overflow a float64 sum
     (3.4e38 x 2^31 is far below 1.8e308). Five elementwise passes per tensor (`isfinite().all()`) cost about a
     tenth of a CPU training step, and on a GPU every per-tensor answer waits for the device."""
-    wide = [t for t in tensors if t.dtype == torch.float64]  # their sums could overflow: checked element-wise
-    sums = [t.detach().sum(dtype=torch.float64) for t in tensors if t.dtype != torch.float64 and t.numel()]
+    # Checked element-wise: float64 tensors (their sums could overflow) and tensors on MPS (it has no float64).
+    wide = [t for t in tensors if t.dtype == torch.float64 or t.device.type == "mps"]
+    sums = [t.detach().sum(dtype=torch.float64) for t in tensors
+            if t.dtype != torch.float64 and t.device.type != "mps" and t.numel()]
     finite = bool(torch.stack(sums).isfinite().all()) if sums else True
     return finite and all(bool(torch.isfinite(t).all()) for t in wide)
 
