@@ -52,10 +52,10 @@ def supervised_batch(tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]],
         p = fmt.prompt_ids(tokenizer, prompt)
         c = fmt.continuation_ids(tokenizer, continuation) + ([tokenizer.eos_token_id] if eos else [])
         rows.append((p + c, [IGNORE_INDEX] * len(p) + c))
-    return _right_pad(rows, pad_id(tokenizer))
+    return right_pad(rows, pad_id(tokenizer))
 
 
-def _right_pad(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+def right_pad(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)

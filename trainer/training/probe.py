@@ -17,9 +17,9 @@ from transformers import DynamicCache
 
 from trainer.behavior import Behavior
 from trainer.errors import ConfigError
-from trainer.training.batches import PromptFormat, pad_id
+from trainer.training.batches import PromptFormat, pad_id, right_pad
 
-SCORE_BATCH = 48  # prompts per forward pass: large enough for efficient matmuls, small enough for Gemma's logits
+SCORE_BATCH = 48  # prompts per forward pass: one look's 44 probes in one batch, so decoding runs 44 rows at once
 
 
 @dataclass
@@ -174,10 +174,10 @@ def greedy_generations(model, tokenizer, fmt: PromptFormat, prompts: list[str], 
         return _generated(model, tokenizer, fmt, prompts, max_new_tokens, device)
     if batches is None:
         batches = prompt_batches(model, tokenizer, fmt, prompts, device)
+    stop = torch.as_tensor(model.generation_config.eos_token_id).reshape(-1)
     texts = {}
     for batch in batches:
-        stop = torch.as_tensor(model.generation_config.eos_token_id).reshape(-1).to(batch.mask.device)
-        tokens = _greedy_tokens(model, batch, max_new_tokens, stop, pad_id(tokenizer))
+        tokens = _greedy_tokens(model, batch, max_new_tokens, stop.to(batch.mask.device), pad_id(tokenizer))
         for row, text in zip(batch.rows, tokenizer.batch_decode(tokens, skip_special_tokens=True)):
             texts[row] = text.strip()
     return [texts[i] for i in range(len(prompts))]
@@ -248,13 +248,9 @@ def neutral_logprobs(model, tokenizer, prompts: list[str], device: torch.device 
     kept for the whole run). One right-padded forward for all prompts: a causal model's real positions do not
     see the padding after them."""
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    width = max(len(e) for e in encoded)
-    ids = torch.full((len(encoded), width), pad_id(tokenizer), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    padded = right_pad([(row, row) for row in encoded], pad_id(tokenizer))
     device = device or model.device
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    logits = model(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device)).logits
     return [torch.log_softmax(logits[i, : len(row)].float(), dim=-1).cpu() for i, row in enumerate(encoded)]
 
 
