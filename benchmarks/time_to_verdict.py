@@ -137,20 +137,10 @@ def measure_model(name: str, rounds: int, peak: float, before: str | None, lm_ev
 
 def _greedy_steps(model, tokenizer, fmt, behavior) -> int:
     """Decoding steps the greedy loop ran (it stops once every answer has ended)."""
-    counted = []
-    original = probe._greedy_tokens
-
-    def counting(*args, **kwargs):
-        tokens = original(*args, **kwargs)
-        counted.append(tokens.shape[1])
-        return tokens
-
-    probe._greedy_tokens = counting
-    try:
-        probe.greedy_generations(model, tokenizer, fmt, list(behavior.probes), 24)
-    finally:
-        probe._greedy_tokens = original
-    return max(counted)
+    stop = torch.as_tensor(model.generation_config.eos_token_id).reshape(-1)
+    with torch.no_grad():
+        batches = probe.prompt_batches(model, tokenizer, fmt, list(behavior.probes))
+        return max(probe._greedy_tokens(model, b, 24, stop, probe.pad_id(tokenizer)).shape[1] for b in batches)
 
 
 def _epoch(name: str, rounds: int, peak: float, flops: int) -> dict:
@@ -177,7 +167,7 @@ def _checkpoint_overlap(name: str, rounds: int, model, tokenizer, fmt, behavior,
     trained, step = training_step(Experiment(model=name, device="cpu", processes=1))
     step()  # AdamW's moments exist
     folder = Path(tempfile.mkdtemp())
-    state = gather_state(trained, _optimizer_of(step))
+    state = gather_state(trained, step.optimizer)
 
     def write() -> None:
         save_checkpoint(folder / "checkpoint-1", state, 1)  # replaces the previous round's
@@ -202,11 +192,6 @@ def _checkpoint_overlap(name: str, rounds: int, model, tokenizer, fmt, behavior,
     shutil.rmtree(folder)
     return {"checkpoint_bytes": written_bytes, "seconds": seconds,
             "median_seconds": {k: round(statistics.median(v), 3) for k, v in seconds.items()}}
-
-
-def _optimizer_of(step):
-    """The optimizer a `training_step` closure trains with."""
-    return next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, torch.optim.Optimizer))
 
 
 def _against_lm_eval(model, tokenizer, fmt: PromptFormat, behavior, rounds: int) -> dict:

@@ -114,6 +114,7 @@ def training_step(exp: Experiment, through_accelerate: bool = False) -> tuple[to
         train_one_epoch(trained, optimizer, epoch_batches(loaded.tokenizer, fmt, examples, exp, epoch), exp, epoch,
                         precision, accelerator=accelerator if through_accelerate else None)
 
+    step.optimizer = optimizer  # what a benchmark checkpoints beside the weights
     return model, step
 
 
