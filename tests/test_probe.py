@@ -94,11 +94,10 @@ def test_answers_that_end_early_are_cut_and_padded_as_generate_does():
     with torch.no_grad():
         free = torch.cat([_greedy_tokens_of(loaded.model, b) for b in batches])
     for eos in (int(free[0, 2]), [int(free[1, 1]), int(free[2, 4])], numpy.int64(free[3, 3])):
+        assert torch.isin(free[:, :-1], torch.as_tensor(eos)).any(), "some answer must end before the last step"
         loaded.model.generation_config.eos_token_id = eos
         ours, theirs = _greedy_pair(loaded, fmt, prompts, 8)
         assert ours == theirs, eos
-    assert any(len(a) < len(b) for a, b in zip(ours, _greedy_pair(resolve_model("tiny-llama").load(), fmt,
-                                                                    prompts, 8)[0])), "no answer ended early"
 
 
 def _greedy_tokens_of(model, batch):
