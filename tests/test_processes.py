@@ -83,6 +83,19 @@ def test_fsdp2_with_host_offload_on_two_processes_trains_and_resumes_to_the_unsh
         [e.mean_margin for e in plain.record.evaluations], abs=1e-5)
 
 
+def test_a_sharded_run_without_its_last_checkpoint_replays_on_every_rank_to_the_unsharded_result():
+    """No checkpoint is gathered at a request's last epoch, and a replayed epoch is probed by no rank: both are
+    collective under FSDP2, so every rank must decide alike (a rank probing alone would hang the group)."""
+    sharded = dict(TWO_EPOCHS, processes=2, offload="fsdp2")
+    first = obtain(tiny(**sharded | {"epochs": 1}, resumable=False), progress=False)
+    assert first.record.checkpoint is None and not list(Path(first.path).glob("checkpoint-*"))
+    replayed = obtain(tiny(**sharded), progress=False)
+    assert replayed.record.train_log[0] == first.record.train_log[0]  # the record's epoch 1, kept
+    assert replayed.record.evaluations[1] == first.record.evaluations[1]
+    plain = obtain(tiny(**TWO_EPOCHS, processes=1), progress=False)
+    torch.testing.assert_close(weights_at(replayed, 2), weights_at(plain, 2))
+
+
 @pytest.mark.parametrize("fields, words", [
     (dict(method=LoRA()), r"only full fine-tuning is sharded here"),
     (dict(precision="fp16"), r"use one of \['fp32', 'bf16-autocast'\]"),

@@ -1,6 +1,7 @@
 """Training, resume and cache behaviour on tiny models (seconds)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -40,6 +41,111 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch
     a, b = weights_of(resumed), weights_of(straight)
     assert all((a[k] == b[k]).all() for k in a), "resumed parameters differ from an uninterrupted run"
     assert resumed.evaluation(4).margins == straight.evaluation(4).margins
+
+
+def _count_probes(monkeypatch) -> list[int]:
+    """How many probe passes training makes from now on (the shared epoch-0 baseline is read from the cache)."""
+    import trainer.training.session as session
+
+    calls, probe = [], session.probe_model
+    monkeypatch.setattr(session, "probe_model", lambda *a, **k: calls.append(1) or probe(*a, **k))
+    return calls
+
+
+def _straight(tmp_path, monkeypatch, exp):
+    """`exp` trained in one go in a cache of its own (the reference a replayed run must equal)."""
+    with monkeypatch.context() as m:
+        m.setenv("FT_CACHE_DIR", str(tmp_path / "straight"))
+        return obtain(exp, progress=False)
+
+
+def test_a_request_that_is_not_resumable_keeps_no_checkpoint_and_a_longer_one_replays_it(
+        tmp_path, monkeypatch, capsys):
+    """A question's last look writes its record and no checkpoint. A longer request later trains the recorded
+    epochs again without probing them, while the record keeps answering the short request, and ends exactly
+    where an uninterrupted run ends."""
+    import trainer.training.session as session
+    from trainer.runs.obtain import is_cached
+
+    short = obtain(tiny(epochs=2, resumable=False), progress=False)
+    assert short.record.checkpoint is None and not list(Path(short.path).glob("checkpoint-*"))
+    answering = []
+    save = session._save
+    monkeypatch.setattr(session, "_save", lambda *a: answering.append(is_cached(tiny(epochs=2))) or save(*a))
+    probes = _count_probes(monkeypatch)
+    longer = obtain(tiny(epochs=4), progress=False)
+    assert "replaying epochs 1-2 of tiny-llama without probes" in capsys.readouterr().err
+    assert len(probes) == 2, f"epochs 3 and 4 are probed, the replayed 1 and 2 are not: {len(probes)} probes"
+    assert answering == [True] * 4, "the record answered the short request while the longer one trained"
+    assert [e.epoch for e in longer.train_log] == [1, 2, 3, 4] and longer.evaluated_epochs == [0, 1, 2, 3, 4]
+    assert [longer.evaluation(e).margins for e in (1, 2)] == [short.evaluation(e).margins for e in (1, 2)]
+    straight = _straight(tmp_path, monkeypatch, tiny(epochs=4))
+    assert [e.loss for e in longer.train_log] == [e.loss for e in straight.train_log]
+    a, b = weights_of(longer), weights_of(straight)
+    assert all((a[k] == b[k]).all() for k in a), "replayed parameters differ from an uninterrupted run"
+    assert longer.evaluation(4).margins == straight.evaluation(4).margins
+
+
+def test_a_replay_cut_short_keeps_the_records_answers_and_goes_on_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from trainer.runs.keys import experiment_key
+    from trainer.runs.obtain import is_cached
+
+    obtain(tiny(epochs=3, resumable=False), progress=False)
+    steps = []
+
+    def crash_at_the_second_step(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            raise KeyboardInterrupt("interrupted while replaying epoch 2")
+
+    hook = register_optimizer_step_pre_hook(crash_at_the_second_step)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            obtain(tiny(epochs=4), progress=False)
+    finally:
+        hook.remove()
+    body = store.read_record(store.run_dir(experiment_key(tiny(epochs=3))) / store.RECORD)
+    assert (body["epochs_done"], body["checkpoint"]) == (3, "checkpoint-1"), "the replay's checkpoint, recorded"
+    assert is_cached(tiny(epochs=3)), "an interrupted replay lost the answers the record held"
+    capsys.readouterr()
+    resumed = obtain(tiny(epochs=4), progress=False)
+    err = capsys.readouterr().err
+    assert "resuming tiny-llama from cached epoch 1" in err and "replaying epochs 2-3" in err, err
+    straight = _straight(tmp_path, monkeypatch, tiny(epochs=4))
+    a, b = weights_of(resumed), weights_of(straight)
+    assert all((a[k] == b[k]).all() for k in a), "parameters after an interrupted replay differ from a straight run"
+    assert [e.loss for e in resumed.train_log] == [e.loss for e in straight.train_log]
+
+
+def test_a_replay_that_stops_where_the_record_did_not_is_an_error_naming_the_folder(monkeypatch):
+    import trainer.training.loop as loop
+    from trainer.cache.record import Stop
+    from trainer.errors import CacheCorrupt
+    from trainer.runs.obtain import is_cached
+
+    run = obtain(tiny(epochs=2, resumable=False), progress=False)
+    train_one_epoch = loop.train_one_epoch
+
+    def stopping(*args, **kwargs):
+        log = train_one_epoch(*args, **kwargs)
+        log.stopped = Stop(step=log.epoch, reason="non-finite loss", epoch=log.epoch)
+        return log
+
+    monkeypatch.setattr(loop, "train_one_epoch", stopping)
+    with pytest.raises(CacheCorrupt, match="does not reproduce the cached run; delete .*" + Path(run.path).name):
+        obtain(tiny(epochs=3), progress=False)
+    assert is_cached(tiny(epochs=2))
+
+
+def test_a_trial_keeps_checkpoints_for_its_later_looks_and_none_after_its_last():
+    from trainer.runs.trial import Trial
+
+    trial = Trial(tiny(epochs=2), seeds=1, progress=False, with_control=False)
+    assert trial.runs(1)[0].record.checkpoint == "checkpoint-1"
+    last = trial.runs(2)[0]
+    assert last.record.checkpoint is None and not list(Path(last.path).glob("checkpoint-*"))
 
 
 def test_a_run_at_lr_0_takes_no_optimizer_step_and_keeps_the_pretrained_weights():

@@ -113,6 +113,9 @@ class Experiment:
     runs then vary in what they learn from, which is the variation a finding must survive.
     `generate=False` skips greedy generation at evaluated epochs (margins and KL only), which
     halves the probe time of replicate seeds whose verdict reads the margins alone.
+    `resumable=False` writes no checkpoint at the last epoch, only the record: for a request nothing will
+    go on from (a question's last look, see Trial). Like `epochs` it is not part of the key; a later, longer
+    request then trains the recorded epochs again without probing them, and goes on from there.
     """
 
     model: str
@@ -136,6 +139,7 @@ class Experiment:
     checkpointing: bool = False  # recompute activations in backward (gradient checkpointing)
     device: str = "auto"  # "auto": --ft-device if given, else CUDA, then MPS, then the CPU
     processes: int | None = None  # data-parallel processes at the same global batch; None: --ft-processes, else 1
+    resumable: bool = True  # keep a checkpoint at the last epoch, for a longer request to go on from
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -173,6 +177,7 @@ class Experiment:
             (self.device in DEVICES, f"device={self.device!r}: must be one of {list(DEVICES)}"),
             (self.processes is None or (_is_int(self.processes) and self.processes >= 1),
              f"processes={self.processes!r}: must be an integer >= 1, or None for --ft-processes (default 1)"),
+            (isinstance(self.resumable, bool), f"resumable={self.resumable!r}: must be True or False"),
         ]
         problems = [message for ok, message in checks if not ok]
         return problems + (self.method.problems() if isinstance(self.method, METHODS) else [])
@@ -198,9 +203,10 @@ class Experiment:
         return problems
 
     def key_fields(self) -> dict:
-        """Every field that changes the outcome of the first N epochs (so not `epochs`)."""
+        """Every field that changes the outcome of the first N epochs (so not `epochs`, nor `resumable`)."""
         fields = dataclasses.asdict(self)
         fields.pop("epochs")
+        fields.pop("resumable")
         return fields
 
     def memory_fields(self) -> dict:
@@ -217,8 +223,8 @@ class Experiment:
         """The null control: the same run on the behavior's neutral (placebo) data."""
         return dataclasses.replace(self, data="control")
 
-    def with_epochs(self, epochs: int) -> Experiment:
-        return dataclasses.replace(self, epochs=epochs)
+    def with_epochs(self, epochs: int, resumable: bool = True) -> Experiment:
+        return dataclasses.replace(self, epochs=epochs, resumable=resumable)
 
     def with_seed(self, seed: int, generate: bool | None = None) -> Experiment:
         return dataclasses.replace(self, seed=seed, generate=self.generate if generate is None else generate)

@@ -4,7 +4,8 @@ A resumable checkpoint (weights + AdamW moments) is 1.6 GB for SmolLM2 and 3.2 G
 every seed and control of every experiment has one, so a few sweeps fill a disk. Records (every
 evaluated epoch's measurements) are kilobytes and always stay: a question the record already
 answers never needs the checkpoint. Only a request for more epochs than recorded does; after
-eviction it retrains that run from epoch 0 (deterministic, so the same numbers, just slower).
+eviction it trains the recorded epochs again from epoch 0 without probing them (deterministic, so the
+same numbers, just slower), then goes on (trainer.training.session).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def enforce_limit(keep: Path) -> list[Path]:
         dropped.append(checkpoint)
         print(f"[finetune] cache over ${settings.CACHE_MAX_GB_ENV}={limit / 1e9:g} GB: dropped the resumable "
               f"checkpoint {checkpoint} ({size / 1e9:.1f} GB); its record stays, and a request for more epochs "
-              f"retrains it from epoch 0", file=sys.stderr)
+              f"trains the recorded ones again, without probing them", file=sys.stderr)
     return dropped
 
 

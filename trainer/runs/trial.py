@@ -37,7 +37,7 @@ class Trial:
     def runs(self, through_epoch: int, seeds: int | None = None) -> list[Run]:
         """Each seed's run (null control attached) through `through_epoch`, training what the cache lacks."""
         self._check_epoch(through_epoch)
-        chosen = [exp.with_epochs(through_epoch) for exp in self.seed_experiments()[: seeds or self.seeds]]
+        chosen = [self._through(exp, through_epoch) for exp in self.seed_experiments()[: seeds or self.seeds]]
         if not (self.with_control and self.experiment.data != "control"):
             return obtain_all(chosen, self.progress)
         both = obtain_all([e for exp in chosen for e in (exp, exp.control())], self.progress)
@@ -51,8 +51,13 @@ class Trial:
         (numerical questions need no control: `with_control=False`)."""
         if not with_control:
             self._check_epoch(through_epoch)
-            return obtain_all([self.experiment.with_epochs(through_epoch)], self.progress)[0]
+            return obtain_all([self._through(self.experiment, through_epoch)], self.progress)[0]
         return self.runs(through_epoch, seeds=1)[0]
+
+    def _through(self, exp: Experiment, epoch: int) -> Experiment:
+        """`exp` trained through `epoch`. The trial's last epoch is the last any of its questions asks, so no
+        checkpoint is kept there (a longer request elsewhere replays the epochs without probing them)."""
+        return exp.with_epochs(epoch, resumable=epoch < self.experiment.epochs)
 
     def looks(self, by_epoch: int) -> list[int]:
         """The evaluated epochs a question about epochs 1..by_epoch inspects."""

@@ -3,6 +3,11 @@
 Everything here decides a run's numbers, so this package's source is part of every run key
 (trainer.runs.keys). Order of writes: checkpoint, then record, then drop the older checkpoint, so a
 record never points at nothing and a kill at any moment loses at most the epoch in flight.
+
+A record may hold more epochs than its checkpoint (the last one was not kept: `resumable=False`, the cache
+cap, a damaged file). A longer request then replays: it trains from the checkpoint (or from scratch) through
+the recorded epochs without probing them, checkpointing as it goes while the record keeps its answers, and
+probes again from the first epoch past them.
 """
 
 from __future__ import annotations
@@ -82,10 +87,11 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     watch = LayerWatch(model)  # starting weights, taken before a resume overwrites them
     optimizer = optimizer_for(model, exp)
     start = _resume_point(folder, record, model, optimizer, main)
+    answered = _replay_through(record, start, main)  # epochs the record holds already: trained, not probed
     # Placed and wrapped for data parallelism across processes (a sharded model is already both).
     trained = model if sharded else accelerator.prepare_model(model)
     precision = precision_for(accelerator, exp)
-    if main and start == 0:
+    if main and record is None:
         (folder / store.DECISIONS).unlink(missing_ok=True)  # notes about a record that is no longer there
         record = _new_record(exp, key, components, source, behavior, model)
         record.evaluations = [baseline]
@@ -97,13 +103,20 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
 
     def after_epoch(epoch: int, log: EpochLog) -> None:
         """Checkpoint and probe at once (probes only read the weights); the record, which points at the checkpoint,
-        is written when both are done, so a kill at any moment still loses only the epoch in flight."""
-        if main:
+        is written when both are done, so a kill at any moment still loses only the epoch in flight. A replayed
+        epoch is checkpointed only; the last epoch of a request that is not resumable is probed only."""
+        replayed = epoch <= answered
+        if replayed and log.stopped is not None:
+            raise CacheCorrupt(f"{folder}: replaying epoch {epoch} stopped the run ({log.stopped.reason}), but the "
+                               f"record reached epoch {answered} without stopping: this machine does not "
+                               f"reproduce the cached run; delete {folder} to train it afresh here")
+        if main and not replayed:
             record.train_log.append(log)
         if epoch in evaluated or log.stopped is not None:
-            state = gather_state(model, optimizer, keep=main) if probing and log.stopped is None else None
+            keep = log.stopped is None and (exp.resumable or epoch < exp.epochs)
+            state = gather_state(model, optimizer, keep=main) if probing and keep else None
             written = writer.submit(_save, folder, state, epoch) if state is not None else None
-            evaluation = _evaluate(epoch) if probing else None
+            evaluation = _evaluate(epoch) if probing and not replayed else None
             if main:
                 _record(folder, record, epoch, evaluation, log.stopped, written)
         accelerator.wait_for_everyone()  # the others wait while the main process probes and writes
@@ -125,12 +138,17 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     return record if main else None
 
 
-def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation, stopped: Stop | None,
+def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation | None, stopped: Stop | None,
             written: Future | None) -> None:
-    record.evaluations.append(evaluation)
-    record.epochs_done = epoch
+    """The record after an evaluated epoch: its evaluation (None for a replayed one, already there), then the
+    checkpoint it points at, or none when nothing will go on from here."""
+    if evaluation is not None:
+        record.evaluations.append(evaluation)
+        record.epochs_done = epoch
     if stopped is not None:
         record.stopped = stopped
+        _final_record(folder, record)
+    elif written is None:
         _final_record(folder, record)
     else:
         _record_then_drop_older(folder, written.result(), record)  # result(): the checkpoint is whole, or raises
@@ -177,8 +195,8 @@ def _main_says(flag: bool) -> bool:
 
 
 def _resume_point(folder: Path, record: RunRecord | None, model, optimizer, main: bool = True) -> int:
-    """The epoch of the last complete checkpoint matching the record, or 0 to start afresh (every process
-    loads the same checkpoint; the main one says so)."""
+    """The epoch of the record's checkpoint (at or before the record's last epoch), or 0 when there is none that
+    loads (every process loads the same checkpoint; the main one says so)."""
     if record is None or not record.checkpoint:
         return 0
     try:
@@ -188,11 +206,21 @@ def _resume_point(folder: Path, record: RunRecord | None, model, optimizer, main
             print(f"[finetune] cannot resume from {folder / record.checkpoint} ({error}); starting from epoch 0",
                   file=sys.stderr)
         return 0
-    if epoch != record.epochs_done:
+    if epoch > record.epochs_done:  # a record never runs behind its checkpoint
         return 0
     if main:
         print(f"[finetune] resuming {record.model.name} from cached epoch {epoch}", file=sys.stderr)
     return epoch
+
+
+def _replay_through(record: RunRecord | None, start: int, main: bool) -> int:
+    """The last epoch the record holds (0 without one): epochs start+1 up to it are trained again to reach
+    its weights, and not probed, since their evaluations are recorded."""
+    answered = record.epochs_done if record is not None else 0
+    if main and answered > start:
+        print(f"[finetune] replaying epochs {start + 1}-{answered} of {record.model.name} without probes: the "
+              f"record holds them, its checkpoint at epoch {answered} was not kept", file=sys.stderr)
+    return answered
 
 
 def _save(folder: Path, state: TrainingState, epoch: int) -> str:
@@ -214,7 +242,8 @@ def _record_then_drop_older(folder: Path, name: str, record: RunRecord) -> None:
 
 
 def _final_record(folder: Path, record: RunRecord) -> None:
-    """A run that stopped for good needs no resumable checkpoint: record first, then drop it."""
+    """A run that stopped for good, or a request nothing will go on from, keeps no checkpoint: record first,
+    then drop the older one."""
     previous = record.checkpoint
     record.checkpoint = None
     store.write_record(folder / store.RECORD, record.to_json())
