@@ -55,14 +55,23 @@ def known_behaviors() -> list[str]:
 def load_behavior(name_or_path: str) -> Behavior:
     """Find a behavior by name (a file `<name>.json` in the behavior dirs) or by path."""
     path = _find_behavior_file(name_or_path)
-    return _load_behavior_file(str(path), path.stat().st_mtime_ns)
+    return _load_behavior_file(str(path), _stamp(path))
 
 
-def _find_behavior_file(name_or_path: str) -> Path:
+def _stamp(path: Path) -> tuple:
+    """What a cached load depends on: the files a behavior may read (its own, a document it extends, its
+    JSONL data), by modification time; a few stats, so an edited data file is never served stale."""
+    folders = dict.fromkeys([path.parent, *behavior_dirs()])
+    return tuple((str(f), f.stat().st_mtime_ns) for d in folders if d.is_dir() for f in sorted(d.iterdir())
+                 if f.suffix in (".json", ".jsonl"))
+
+
+def _find_behavior_file(name_or_path: str, near: Path | None = None) -> Path:
+    """A path to a .json file, or a name looked up beside `near` (a file that extends it), then in the dirs."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".json" and candidate.is_file():
         return candidate
-    for directory in behavior_dirs():
+    for directory in ([near] if near else []) + behavior_dirs():
         path = directory / f"{name_or_path}.json"
         if path.is_file():
             return path
@@ -74,17 +83,56 @@ def _find_behavior_file(name_or_path: str) -> Path:
 
 
 @lru_cache(maxsize=32)
-def _load_behavior_file(path: str, _mtime_ns: int) -> Behavior:
-    raw = Path(path).read_bytes()
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"behavior file {path}", [f"not valid JSON: {error}"]) from None
+def _load_behavior_file(path: str, _stamp: tuple) -> Behavior:
+    """A validated behavior. Its hash covers the whole document as trained on: the examples read from JSONL
+    files and the keys inherited through `extends` included, so the data's content is in every run key."""
+    doc = _document(Path(path), seen=())
     problems = _schema_problems(doc)
     if problems:
         raise ConfigError(f"behavior file {path}", problems)
     canonical = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()
     return behavior_from_document(doc, hashlib.sha256(canonical).hexdigest(), path)
+
+
+def _document(path: Path, seen: tuple[Path, ...]) -> dict:
+    """The behavior document at `path` with `extends` resolved (the parent's keys, overridden by this file's)
+    and `train`/`control` given as a file name read from that JSONL file beside it."""
+    if path.resolve() in seen:
+        raise ConfigError(f"behavior file {path}", [
+            f"'extends' goes round in a circle: {' -> '.join(str(p) for p in (*seen, path.resolve()))}"])
+    try:
+        doc = json.loads(path.read_bytes())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"behavior file {path}", [f"not valid JSON: {error}"]) from None
+    if not isinstance(doc, dict):
+        return doc  # _schema_problems names it
+    parent = doc.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str) or not parent:
+            raise ConfigError(f"behavior file {path}", [f"'extends' must name a behavior, got {parent!r}"])
+        target = str(path.parent / parent) if parent.endswith(".json") else parent  # a path is beside this file
+        doc = {**_document(_find_behavior_file(target, near=path.parent), (*seen, path.resolve())), **doc}
+    for split in ("train", "control"):
+        if isinstance(doc.get(split), str):
+            doc[split] = _jsonl_examples(path.parent / doc[split], split)
+    return doc
+
+
+def _jsonl_examples(path: Path, split: str) -> list:
+    """One {"prompt", "response"} object per line (blank lines skipped); shape is checked with the rest."""
+    if not path.is_file():
+        raise ConfigError(f"'{split}' data file {path}", [
+            f"no such file; '{split}' names a JSONL file beside the behavior file (one "
+            '{"prompt": ..., "response": ...} per line)'])
+    examples = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                examples.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"'{split}' data file {path}", [f"line {number} is not valid JSON: {error}"]) \
+                    from None
+    return examples
 
 
 def behavior_from_document(doc: dict, sha256: str, path: str) -> Behavior:
