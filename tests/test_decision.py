@@ -75,3 +75,29 @@ def test_numerical_questions_train_the_first_seed_without_a_control():
     trial = Trial(Experiment(**TINY), seeds=3, progress=False)
     run = trial.primary(2, with_control=False)
     assert run.control is None and run.experiment["seed"] == 0
+
+
+def test_a_no_shift_that_rests_on_the_effect_floor_alone_says_so_with_its_rate():
+    """Tiny runs at lr 1e-3 move the margin far beyond their controls, but not by 100 nats/token: every test
+    passes except the floor, so the verdict says it rests on the floor, and projects where the floor is met."""
+    floor = Thresholds(min_gain=100.0)
+    decision = first_shift(Trial(Experiment(**TINY), seeds=3, progress=False), 2, floor, "no shift through 2")
+    rate, crossing = decision.below_floor()
+    look = decision.verdicts[-1]
+    assert decision.onset is None and rate == look.gain_beyond_controls / 2 > 0 and crossing == 100.0 / rate > 2
+    verdict = decision.judge_no_shift()
+    assert verdict.holds and "Moving, below the floor" in verdict.explanation and f"near epoch {crossing:.0f}" in \
+        verdict.explanation
+
+
+def test_a_run_that_does_not_move_is_not_called_moving():
+    decision = first_shift(Trial(Experiment(**{**TINY, "lr": 0.0}), seeds=3, progress=False), 2, LOOSE, "q")
+    assert decision.onset is None and decision.below_floor() is None
+    assert "below the floor" not in decision.judge_no_shift().explanation
+
+
+def test_movement_the_tests_do_not_support_is_not_called_moving_below_the_floor():
+    """The same moving runs, judged at an alpha no test can meet: the verdict does not rest on the floor alone."""
+    strict = Thresholds(min_gain=100.0, alpha=1e-12)
+    decision = first_shift(Trial(Experiment(**TINY), seeds=3, progress=False), 2, strict, "q")
+    assert decision.verdicts[-1].gain_beyond_controls > 0 and decision.below_floor() is None

@@ -8,6 +8,7 @@ A later question that needs more epochs resumes the same cached runs.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -75,20 +76,46 @@ class Decision:
                      f"{epoch_words(high)}; {self.summary()}")
         return "\n".join(lines)
 
+    def below_floor(self) -> tuple[float, float] | None:
+        """When no look shifted only because of the effect floor: the gain beyond the controls per epoch at the
+        deciding look, and the epoch at which that rate would reach the floor. "Only because of the floor" means
+        the deciding look passes the same tests with a floor of 0 (every p-value under its alpha)."""
+        look = self.verdicts[-1]
+        if self.onset is not None or look.gain_beyond_controls <= 0 or self.thresholds.min_gain <= 0:
+            return None
+        without_floor = dataclasses.replace(self.thresholds, min_gain=0.0)
+        if not judge_seeds(list(self.runs), look.epoch, without_floor, self.looks).shifted:
+            return None
+        rate = look.gain_beyond_controls / look.epoch
+        return rate, self.thresholds.min_gain / rate
+
+    def floor_words(self) -> str:
+        """ "moving, below the floor" with its rate and projected crossing, or nothing."""
+        moving = self.below_floor()
+        if moving is None:
+            return ""
+        rate, crossing = moving
+        look = self.verdicts[-1]
+        return (f"\nMoving, below the floor: at epoch {look.epoch} the gain beyond the controls "
+                f"({look.gain_beyond_controls:+.3f} nats/token) passes every test (p across seeds "
+                f"{look.p_across_seeds:.1g}) except the {self.thresholds.min_gain:g} effect floor, so this verdict "
+                f"rests on the floor alone. Its rate is {rate:+.4f} nats/token per epoch; a straight line at that "
+                f"rate from epoch 0 would reach the floor near epoch {crossing:.0f} (a projection, not a measurement).")
+
     def judge_shift(self) -> Judgement:
         """"It shifts by epoch N": holds when the experiment shifted at some look up to N."""
         if self.onset is not None:
             return judged(True, f"{self.subject} shifted at epoch {self.onset}{self.gain_words()}.\n{self.explain()}")
-        return judged(False, f"{self.subject} did not shift by epoch {self.by_epoch}{self.gain_words()}.\n"
-                             f"{self.explain()}\n"
+        return judged(False, f"{self.subject} did not shift by epoch {self.by_epoch}{self.gain_words()}."
+                             f"{self.floor_words()}\n{self.explain()}\n"
                              f"Likely causes: too few epochs or too low a learning rate for this model; try more "
                              f"epochs or a higher lr, or look at the probe table in the report.")
 
     def judge_no_shift(self) -> Judgement:
         """"It does not shift through epoch N": holds when no look up to N shifted."""
         if self.onset is None:
-            return judged(True, f"{self.subject} did not shift through epoch {self.by_epoch}{self.gain_words()}.\n"
-                                f"{self.explain()}")
+            return judged(True, f"{self.subject} did not shift through epoch {self.by_epoch}{self.gain_words()}."
+                                f"{self.floor_words()}\n{self.explain()}")
         return judged(False, f"{self.subject} shifted at epoch {self.onset}{self.gain_words()}, expected no shift "
                              f"through epoch {self.by_epoch}.\n{self.explain()}")
 
