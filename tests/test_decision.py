@@ -101,3 +101,27 @@ def test_movement_the_tests_do_not_support_is_not_called_moving_below_the_floor(
     strict = Thresholds(min_gain=100.0, alpha=1e-12)
     decision = first_shift(Trial(Experiment(**TINY), seeds=3, progress=False), 2, strict, "q")
     assert decision.verdicts[-1].gain_beyond_controls > 0 and decision.below_floor() is None
+
+
+def test_a_sweep_stops_at_the_first_configuration_that_shifts_and_says_it_contradicts_the_claim():
+    """'No configuration shifts' is contradicted by one that does: the ones after it are never trained."""
+    from trainer.runs.obtain import is_cached
+    from trainer.studies.early_decision import first_shift_among, judge_none_shift
+
+    sweep = [Trial(Experiment(**{**TINY, "lr": lr}), seeds=3, progress=False) for lr in (0.0, 1e-3, 2e-3)]
+    decisions = first_shift_among(sweep, 2, LOOSE, "no shift through 2")
+    assert [d.onset for d in decisions] == [None, 2], "decided in order, stopped at the first shift"
+    assert not is_cached(sweep[2].experiment.with_epochs(2)), "a configuration after the contradiction trained"
+    verdict = judge_none_shift(decisions, sweep, 2)
+    assert not verdict.holds
+    assert "full fine-tuning, lr=0.001 shifted" in verdict.explanation and "is contradicted" in verdict.explanation
+    assert "not trained, the claim being contradicted already: full fine-tuning, lr=0.002" in verdict.explanation
+
+
+def test_a_sweep_where_nothing_shifts_holds_for_the_configurations_tried():
+    from trainer.studies.early_decision import first_shift_among, judge_none_shift
+
+    sweep = [Trial(Experiment(**{**TINY, "lr": 0.0, "seed": seed}), seeds=2, progress=False) for seed in (0, 5)]
+    decisions = first_shift_among(sweep, 2, LOOSE, "q")
+    verdict = judge_none_shift(decisions, sweep, 2)
+    assert verdict.holds and len(decisions) == 2 and "says nothing of others" in verdict.explanation

@@ -51,6 +51,23 @@ def test_lr0_does_not_shift(finetune, expect):
                                  "*onset 95% interval*", "*Likely causes*"])
 
 
+def test_a_claim_that_no_configuration_shifts_is_declared_over_a_sweep(suite):
+    result = run(suite, '''
+@pytest.mark.finding("no learning rate shifts the tiny model")
+def test_none_shift(finetune, expect):
+    expect([finetune(tiny(lr)) for lr in (0.0, 1e-3, 2e-3)]).none_shifts(by_epoch=4)
+
+def test_not_trials(finetune, expect):
+    expect([tiny(0.0)]).none_shifts(by_epoch=4)
+''')
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*full fine-tuning, lr=0.001 shifted * at epoch 2, so the claim that no "
+                                 "configuration shifts is contradicted*",
+                                 "*- full fine-tuning, lr=0: no shift through epoch 4*",
+                                 "*not trained, the claim being contradicted already: full fine-tuning, lr=0.002*",
+                                 "*expect() takes what finetune() returned, or a non-empty list of those*"])
+
+
 def test_contradicted_claim_is_kept_as_strict_xfail_and_flags_a_flip(suite):
     result = run(suite, '''
 @pytest.mark.xfail(strict=True, reason="measured: no shift at lr=0")

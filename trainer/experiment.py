@@ -235,6 +235,20 @@ class Experiment:
         return epochs if epochs[-1] == self.epochs else epochs + [self.epochs]
 
     @property
+    def recipe(self) -> str:
+        """What trains, at which lr, in words (tells apart the configurations of a sweep)."""
+        method = self.method
+        if isinstance(method, LoRA):
+            targets = method.targets if isinstance(method.targets, str) else "+".join(method.targets)
+            where = f", layers {list(method.layers)}" if method.layers else ""
+            trained = f"LoRA r={method.rank} (alpha {method.alpha:g}) on {targets}{where}"
+        elif isinstance(method, Unfreeze):
+            trained = f"unfreezing layers {list(method.layers)}"
+        else:
+            trained = "full fine-tuning"
+        return f"{trained}, lr={self.lr:g}"
+
+    @property
     def label(self) -> str:
         precision = "" if self.precision == "fp32" else f"/{self.precision}"
         return f"{self.model}/{self.method.kind}{precision}/{self.behavior}:{self.data}/lr={self.lr:g}/seed={self.seed}"

@@ -90,6 +90,16 @@ def of_decision(decision: Decision) -> Figures:
     return figures
 
 
+def of_sweep(decisions: list[Decision], recipes: list[str]) -> Figures:
+    """Each configuration's onset (None: no shift; a configuration after the first that shifted is not trained,
+    and is recorded as such)."""
+    figures: Figures = {}
+    for index, recipe in enumerate(recipes):
+        onset = decisions[index].onset if index < len(decisions) else "not trained"
+        figures[f"{recipe}: onset epoch"] = exact(onset, EPOCH)
+    return figures
+
+
 def of_onsets(onsets: dict[str, MetricOnset]) -> Figures:
     """Each metric's onset epoch (the per-metric questions read the first seed)."""
     return {f"{name} onset epoch": exact(onset.onset, EPOCH) for name, onset in onsets.items()}

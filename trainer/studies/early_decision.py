@@ -138,6 +138,43 @@ def first_shift(trial: Trial, by_epoch: int, thresholds: Thresholds, question: s
     return decision
 
 
+def first_shift_among(trials: list[Trial], by_epoch: int, thresholds: Thresholds, question: str) -> list[Decision]:
+    """Decide each trial in turn, stopping at the first that shifts: one shift contradicts "none of these
+    shifts", so the trials after it are not trained. Put the likeliest to shift first."""
+    decisions: list[Decision] = []
+    for trial in trials:
+        decisions.append(first_shift(trial, by_epoch, thresholds, question))
+        if decisions[-1].onset is not None:
+            break
+    return decisions
+
+
+def judge_none_shift(decisions: list[Decision], trials: list[Trial], by_epoch: int) -> Judgement:
+    """A claim of impossibility ("no configuration shifts"): holds when none of the trials shifted through
+    `by_epoch`, for the configurations tried and no others; one that shifted contradicts it."""
+    lines = [f"  - {trial.experiment.recipe}: {_outcome_words(decision)}" for trial, decision in zip(trials, decisions)]
+    untried = [trial.experiment.recipe for trial in trials[len(decisions):]]
+    if untried:
+        lines.append(f"  not trained, the claim being contradicted already: {'; '.join(untried)}")
+    subject = trials[0].describe()
+    shifted = next((d for d in decisions if d.onset is not None), None)
+    if shifted is None:
+        return judged(True, f"None of {len(trials)} configurations shifted {subject} through epoch {by_epoch} (the "
+                            f"claim holds for these, and says nothing of others):\n" + "\n".join(lines))
+    recipe = trials[decisions.index(shifted)].experiment.recipe
+    return judged(False, f"{recipe} shifted {subject} at epoch {shifted.onset}, so the claim that no configuration "
+                         f"shifts is contradicted:\n" + "\n".join(lines) + f"\n{shifted.explain()}")
+
+
+def _outcome_words(decision: Decision) -> str:
+    outcome = f"shifted at epoch {decision.onset}" if decision.onset is not None else \
+        f"no shift through epoch {decision.by_epoch}"
+    moving = decision.below_floor()
+    floor = f"; moving, below the floor ({moving[0]:+.4f} nats/token per epoch, would reach it near epoch " \
+            f"{moving[1]:.0f})" if moving else ""
+    return outcome + decision.gain_words() + floor
+
+
 def _check_not_stopped(runs: list[Run], epoch: int) -> None:
     """A run that stopped for good (non-finite, refused unscale) has no behavior to judge after its stop."""
     for run in runs + [r.control for r in runs if r.control is not None]:
