@@ -19,11 +19,16 @@ This tier takes ~40 minutes cold on 2 CPU cores, so `make test` deselects it (-m
 import pytest
 
 from trainer import Experiment
+from trainer.stats.curve import ReportedOnset
 
 NATURAL = ["smollm2-135m", "gemma3-270m", "qwen2-0.5b", "phi-1.5", "phi-2"]  # pretrained at their size
 LADDER = ["smollm2-135m-15l", "smollm2-135m-22l", "smollm2-135m"]  # one pretraining, layers removed
 BY_EPOCH = 6
 # Learning rates: the notebook's 1e-5 and 3e-6, so that "bigger is slower" is not an artefact of one lr.
+# The notebook's own points, drawn beside the measured ones and marked as reported: "Qwen 0.5B: 2 epochs",
+# "Phi-2 2.7B: 10+ epochs" (its lr, data and rule for a shift are not the suite's; it is never in the statistics).
+NOTEBOOK_ONSETS = (ReportedOnset("qwen2-0.5b", 494_000_000, 2),
+                   ReportedOnset("phi-2", 2_700_000_000, 10, at_least=True))
 
 
 MEASURED = "measured 2026-11-24 (3 seeds, evaluated every epoch, offline models only): "
@@ -50,7 +55,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.inertia]
                        "Spearman rho -0.21, one-sided p 0.61."),
 ])
 def test_larger_models_need_more_epochs(inertia_curve, expect_curve, lr):
-    expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH)).increases_with_size()
+    expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH, NOTEBOOK_ONSETS)).increases_with_size()
 
 
 @pytest.mark.finding("Onset grows log-linearly rather than linearly with size (seed: 'roughly linear or log-linear')")
@@ -60,7 +65,7 @@ def test_larger_models_need_more_epochs(inertia_curve, expect_curve, lr):
                        "(AIC 4.08), the linear one negative too (AIC 3.86)."),
 ])
 def test_onset_is_log_linear_in_size(inertia_curve, expect_curve, lr):
-    expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH)).log_linear_fits_better()
+    expect_curve(inertia_curve(onsets(lr), LADDER[:-1] + NATURAL, BY_EPOCH, NOTEBOOK_ONSETS)).log_linear_fits_better()
 
 
 @pytest.mark.finding("With pretraining held fixed, fewer parameters shift sooner (SmolLM2 size ladder)")

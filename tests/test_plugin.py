@@ -218,7 +218,10 @@ def test_inertia_curve_lists_missing_models_and_writes_its_evidence(suite, tmp_p
     result = run(suite, '''
 @pytest.mark.finding("bigger tiny models are slower")
 def test_curve(inertia_curve, expect_curve):
-    curve = inertia_curve(tiny(1e-3, epochs=2), ["tiny-llama", "tiny-phi", "phi-2"], by_epoch=2)
+    from trainer.stats.curve import ReportedOnset
+
+    reported = (ReportedOnset("phi-2", 2_700_000_000, 10, at_least=True),)
+    curve = inertia_curve(tiny(1e-3, epochs=2), ["tiny-llama", "tiny-phi", "phi-2"], by_epoch=2, reported=reported)
     assert [p.model for p in curve.points] == ["tiny-llama", "tiny-phi"]
     assert curve.missing and curve.missing[0].startswith("phi-2:")
     expect_curve(curve).increases_with_size()
@@ -227,9 +230,13 @@ def test_curve(inertia_curve, expect_curve):
     result.stdout.fnmatch_lines(["*onset does not grow with size: Spearman rho nan*", "*tiny-llama*params*onset*",
                                  "*not measured: phi-2*"])
     written = sorted(p.name for p in (suite.path / "reports" / "inertia").iterdir())
-    assert written == ["onset-vs-size-lr0.001-3-models.csv", "onset-vs-size-lr0.001-3-models.png"]
-    attached = {a["name"] for p in results.glob("*-result.json") for a in json.loads(p.read_text())["attachments"]}
-    assert {"inertia curve", "onset per model", "curve statistics"} <= attached
+    assert written == ["onset-vs-size-lr0.001-2-of-3-models-measured.csv",
+                       "onset-vs-size-lr0.001-2-of-3-models-measured.png"], "the title counts what was measured"
+    attachments = [a for p in results.glob("*-result.json") for a in json.loads(p.read_text())["attachments"]]
+    assert {"inertia curve", "onset per model", "curve statistics"} <= {a["name"] for a in attachments}
+    statistics = next(a["source"] for a in attachments if a["name"] == "curve statistics")
+    assert "notebook reports phi-2 (2700M params): onset 10+ epochs (reported, not measured here)" in \
+        (results / statistics).read_text()
 
 
 def test_error_rates_fixture_measures_placebo_pairs_and_power(suite):

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from trainer.cache.record import Run
-from trainer.stats.curve import InertiaCurve
+from trainer.stats.curve import InertiaCurve, ReportedOnset
 from trainer.stats.verdict import EpochVerdict, bootstrap_ci
 
 
@@ -147,9 +147,16 @@ def memory_breakdown_png(plan, budget: int | None, title: str) -> bytes:
     return figure_png(fig)
 
 
-def curve_plot_png(curves: Iterable[InertiaCurve], title: str) -> bytes:
-    """Onset vs parameters (log axis), one colour per learning rate, 95% intervals, censored points as ^."""
+def curve_plot_png(curves: Iterable[InertiaCurve], title: str, reported: Iterable[ReportedOnset] = ()) -> bytes:
+    """Onset vs parameters (log axis), one colour per learning rate, 95% intervals, censored points as ^;
+    onsets reported elsewhere (the notebook's) as hollow grey diamonds, labelled as reported."""
     fig, axis = new_figure(size=(8, 5))
+    for point in reported:
+        axis.scatter(point.parameters, point.onset, marker="D", facecolors="none", edgecolors="grey", s=60,
+                     label=f"{point.source}: {point.model}, {point.onset}{'+' if point.at_least else ''} "
+                           f"(reported, not measured)")
+        axis.annotate(f"{point.model} ({point.source})", (point.parameters, point.onset), fontsize=7, color="grey",
+                      xytext=(4, -10), textcoords="offset points")
     for curve, color in zip(curves, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
         lr = curve.points[0].lr if curve.points else float("nan")
         for p in curve.points:

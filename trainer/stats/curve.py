@@ -28,6 +28,22 @@ class OnsetPoint:
 
 
 @dataclass(frozen=True)
+class ReportedOnset:
+    """An onset someone reported and this suite did not measure (e.g. the notebook's), drawn beside the measured
+    points and marked as reported; never part of the statistics."""
+
+    model: str
+    parameters: int
+    onset: int
+    at_least: bool = False  # "10+": the shift came at this epoch or later
+    source: str = "notebook"
+
+    def words(self) -> str:
+        return (f"{self.source} reports {self.model} ({self.parameters / 1e6:.0f}M params): onset "
+                f"{self.onset}{'+' if self.at_least else ''} epochs (reported, not measured here)")
+
+
+@dataclass(frozen=True)
 class Fit:
     form: str  # "linear" or "log-linear"
     intercept: float
