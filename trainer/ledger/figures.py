@@ -19,6 +19,7 @@ from trainer.stats.error_rates import Rate
 from trainer.stats.metrics import MetricOnset
 from trainer.studies.early_decision import Decision
 from trainer.studies.step_costs import Costs
+from trainer.studies.training_time import TrainingTimes, unit_of
 from trainer.units import format_bytes
 
 EXACT, INTERVAL, RELATIVE, NOTED = "exact", "interval", "relative", "noted"
@@ -98,6 +99,15 @@ def of_sweep(decisions: list[Decision], recipes: list[str]) -> Figures:
         onset = decisions[index].onset if index < len(decisions) else "not trained"
         figures[f"{recipe}: onset epoch"] = exact(onset, EPOCH)
     return figures
+
+
+def of_training_time(times: TrainingTimes, model: str, epochs: int) -> Figures:
+    """The unit the time falls in (what the claim is about) and whether it was measured or projected; the
+    seconds themselves are noted (they vary with the machine)."""
+    point = times.of(model)
+    return {"unit": exact(unit_of(epochs * point.seconds)), "measured here": exact(point.measured),
+            "seconds in all": noted(round(epochs * point.seconds, 1), "s"),
+            "seconds per epoch range": noted([round(point.low, 2), round(point.high, 2)], "s")}
 
 
 def of_onsets(onsets: dict[str, MetricOnset]) -> Figures:

@@ -12,6 +12,7 @@ import numpy as np
 from trainer.cache.record import Run
 from trainer.stats.curve import InertiaCurve, ReportedOnset
 from trainer.stats.verdict import EpochVerdict, bootstrap_ci
+from trainer.studies.training_time import TrainingTimes
 
 
 def new_figure(*grid: int, size: tuple[float, float]):
@@ -188,3 +189,22 @@ def _plot_fits(axis, curve: InertiaCurve, color: str, label: str) -> None:
     xs = np.geomspace(min(p.parameters for p in observed), max(p.parameters for p in observed), 50)
     for fit, style in ((fits["linear"], "--"), (fits["log-linear"], ":")):
         axis.plot(xs, fit.predict(xs), style, color=color, label=f"{label} {fit.form} (AIC {fit.aic:.1f})")
+
+
+def training_time_png(times: TrainingTimes) -> bytes:
+    """Seconds per epoch against parameters (log-log): measured points filled, projected ones hollow with their
+    range, each labelled, so a projection is never read as a measurement."""
+    fig, axis = new_figure(size=(8, 5))
+    for point in times.points:
+        style = dict(fmt="o", color="tab:blue") if point.measured else dict(fmt="o", color="tab:orange", mfc="none")
+        axis.errorbar(point.parameters, point.seconds, yerr=[[point.seconds - point.low], [point.high - point.seconds]],
+                      capsize=3, **style)
+        axis.annotate(f"{point.model}{'' if point.measured else ' (projected)'}", (point.parameters, point.seconds),
+                      fontsize=7, xytext=(4, 4), textcoords="offset points")
+    axis.errorbar([], [], fmt="o", color="tab:blue", label="measured on this machine")
+    axis.errorbar([], [], fmt="o", color="tab:orange", mfc="none", label="projected from FLOPs (not measured)")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set(xlabel="parameters", ylabel="seconds per epoch", title=times.recipe)
+    axis.legend(fontsize=8, loc="upper left")
+    return figure_png(fig)

@@ -10,6 +10,7 @@ from trainer.cache.record import Run, RunSummary
 from trainer.stats.curve import InertiaCurve
 from trainer.stats.metrics import MetricOnset
 from trainer.stats.verdict import EpochVerdict
+from trainer.studies.training_time import TrainingTimes
 from trainer.training.probe import text_probes
 
 
@@ -93,3 +94,10 @@ def curve_table_csv(curves: Iterable[InertiaCurve]) -> str:
     return "\n".join(lines) + "\n"
 
 
+
+
+def training_time_csv(times: TrainingTimes) -> str:
+    lines = ["model,parameters,tokens_per_epoch,seconds_per_epoch,low,high,measured"]
+    for p in times.points:
+        lines.append(f"{p.model},{p.parameters},{p.tokens},{p.seconds:.3f},{p.low:.3f},{p.high:.3f},{p.measured}")
+    return "\n".join(lines) + "\n"

@@ -115,6 +115,9 @@ def training_step(exp: Experiment, through_accelerate: bool = False) -> tuple[to
                         precision, accelerator=accelerator if through_accelerate else None)
 
     step.optimizer = optimizer  # what a benchmark checkpoints beside the weights
+    step.parameters = sum(p.numel() for p in model.parameters())  # tied weights once
+    step.tokens = sum(int(batch["attention_mask"].sum()) for batch in epoch_batches(loaded.tokenizer, fmt, examples,
+                                                                                    exp, 1))
     return model, step
 
 
