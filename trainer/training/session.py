@@ -146,9 +146,8 @@ def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation 
         record.evaluations.append(evaluation)
         record.epochs_done = epoch
     if stopped is not None:
-        record.stopped = stopped
-        _final_record(folder, record)
-    elif written is None:
+        record.stopped = stopped  # a stopped run writes no checkpoint (`written` is None)
+    if written is None:
         _final_record(folder, record)
     else:
         _record_then_drop_older(folder, written.result(), record)  # result(): the checkpoint is whole, or raises
