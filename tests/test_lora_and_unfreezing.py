@@ -73,3 +73,19 @@ def test_a_missing_target_module_lists_the_model_s_modules():
 def test_bad_method_settings_are_named(method, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         Experiment(model="tiny-llama", method=method)
+
+
+def test_a_lora_run_starts_the_same_whatever_the_process_drew_before(tmp_path, monkeypatch):
+    """peft draws the adapters from torch's global generator: seeded per run, a replay or a second run in the same
+    worker starts from the same adapters as the first."""
+    import torch
+    from tiny import save_tiny
+
+    save_tiny(tmp_path / "model")  # loaded from a folder (a built tiny model seeds its own initialisation)
+    exp = Experiment(epochs=1, method=LoRA(rank=4, alpha=8), **(TINY | {"model": str(tmp_path / "model")}))
+    runs = []
+    for draws in (0, 7):
+        torch.rand(draws)  # another run, or an import, used the generator before this one
+        monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / f"cache-{draws}"))
+        runs.append(obtain(exp, progress=False).evaluation(1).margins)
+    assert runs[0] == runs[1]

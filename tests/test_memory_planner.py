@@ -297,3 +297,39 @@ def test_the_fsdp2_offload_recipe_measures_a_real_sharded_step_on_this_cpu():
     assert measured.out_of_memory is None and measured.peak_bytes > 0
     assert measured.recipe == "fp32-offload-fsdp2"
     assert 2 * measured.trainable_bytes <= measured.optimizer_state_bytes <= 2.05 * measured.trainable_bytes
+
+
+@pytest.mark.parametrize("quantize", ["nf4", "int8"])
+def test_a_quantized_base_is_planned_at_the_bytes_bitsandbytes_stores(tmp_path, quantize):
+    """The plan's weights for an adapter on a quantized base, against the tensors a real quantized load holds."""
+    pytest.importorskip("bitsandbytes", reason="install it with `pip install -e '.[quant]'`")
+    from tiny import save_tiny
+
+    from trainer.models.quantized import is_quantized, load_quantized
+
+    save_tiny(tmp_path)
+    adapter = LoRA(rank=4, alpha=8, targets="all-linear")
+    planned = {q: memory.plan(Experiment(model=str(tmp_path), method=adapter, quantize=q), batch=2, seq=16)
+               for q in (None, quantize)}
+    stored = fp32 = 0
+    for module in load_quantized(tmp_path, quantize, "cpu").modules():
+        if is_quantized(module):
+            weight = module.weight
+            fp32 += 4 * module.in_features * module.out_features
+            stored += weight.numel() * weight.element_size() + _scale_bytes(weight, quantize)
+    saved = planned[None].device_parts["weights"] - planned[quantize].device_parts["weights"]
+    assert saved == pytest.approx(fp32 - stored, rel=0.01)
+    assert "bitsandbytes' layout" in planned[quantize].table()
+
+
+def _scale_bytes(weight, quantize: str) -> int:
+    if quantize == "int8":
+        return weight.SCB.numel() * weight.SCB.element_size()
+    state = weight.quant_state
+    nested = state.state2.absmax.numel() * state.state2.absmax.element_size() if state.nested else 0
+    return state.absmax.numel() * state.absmax.element_size() + nested
+
+
+def test_a_quantized_base_is_planned_not_measured():
+    with pytest.raises(ConfigError, match="plan it"):
+        measure(Experiment(model="tiny-llama", method=LoRA(rank=4, alpha=8), quantize="nf4"))

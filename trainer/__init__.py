@@ -4,12 +4,18 @@ Everything runs offline: the Hugging Face libraries are told so before they are 
 the environment said (nothing may download at run time: not here, in CI, or on a GPU machine).
 """
 
+import logging
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# bitsandbytes (imported by peft whenever it is installed) asks the Hub for an optional CPU kernel and warns when,
+# offline as always here, it falls back to its own: an expected outcome, not something for the reader to act on.
+for _name in ("bitsandbytes", "kernels"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 from trainer.errors import (  # noqa: E402
     ConfigError,

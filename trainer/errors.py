@@ -31,6 +31,11 @@ class WeightsMissing(SuiteError):
     """A registered model whose weights are not on this machine (tests skip, naming the fix)."""
 
 
+class LibraryMissing(SuiteError):
+    """An optional library a recipe needs (bitsandbytes for a quantized base) is not installed (tests skip,
+    naming how to install it)."""
+
+
 class UnsafeWeightsError(SuiteError):
     """A model folder that offers only pickle-based weights, which this suite refuses to load."""
 

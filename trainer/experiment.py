@@ -85,8 +85,11 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd", "adafactor", "adamw-8bit")
 # "plain" and "streaming" are planned only; "fsdp2" trains (FSDP2 with CPU offload, trainer.training.sharding).
 OFFLOADS: tuple[str | None, ...] = (None, "plain", "streaming", "fsdp2")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+# A frozen base stored in fewer bits (bitsandbytes): "nf4" is QLoRA's 4-bit NormalFloat with double
+# quantization, "int8" LLM.int8(). Only an adapter trains around it (trainer.models.quantized).
+QUANTIZATIONS: tuple[str | None, ...] = (None, "nf4", "int8")
 # The fields that decide where a training step's bytes live (the memory planner's whole vocabulary).
-MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing", "clip")
+MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing", "clip", "quantize")
 
 
 def method_from_fields(fields: dict) -> Method:
@@ -140,6 +143,7 @@ class Experiment:
     device: str = "auto"  # "auto": --ft-device if given, else CUDA, then MPS, then the CPU
     processes: int | None = None  # data-parallel processes at the same global batch; None: --ft-processes, else 1
     resumable: bool = True  # keep a checkpoint at the last epoch, for a longer request to go on from
+    quantize: str | None = None  # None; "nf4" or "int8": the frozen base in 4 or 8 bits (LoRA only; QLoRA)
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -178,9 +182,26 @@ class Experiment:
             (self.processes is None or (_is_int(self.processes) and self.processes >= 1),
              f"processes={self.processes!r}: must be an integer >= 1, or None for --ft-processes (default 1)"),
             (isinstance(self.resumable, bool), f"resumable={self.resumable!r}: must be True or False"),
+            (self.quantize in QUANTIZATIONS, f"quantize={self.quantize!r}: must be one of {list(QUANTIZATIONS)}"),
         ]
         problems = [message for ok, message in checks if not ok]
+        problems += self._quantize_problems() if self.quantize in QUANTIZATIONS[1:] else []
         return problems + (self.method.problems() if isinstance(self.method, METHODS) else [])
+
+    def _quantize_problems(self) -> list[str]:
+        """A quantized base is frozen in a storage format that has no gradient: only an adapter trains, at fp32
+        compute, on one device (bitsandbytes' layers are neither autocast nor sharded here)."""
+        what = f"quantize={self.quantize!r}"
+        checks = [
+            (isinstance(self.method, LoRA), f"{what} with method={self.method!r}: a quantized base cannot train; "
+                                            "use method=LoRA(...) (QLoRA), or quantize=None"),
+            (self.precision == "fp32", f"{what} with precision={self.precision!r}: the quantized layers compute in "
+                                       "fp32 here; use precision='fp32'"),
+            (self.offload is None, f"{what} with offload={self.offload!r}: a quantized base is not sharded or "
+                                   "offloaded; use offload=None"),
+            (self.optimizer == "adamw", f"{what} with optimizer={self.optimizer!r}: use optimizer='adamw'"),
+        ]
+        return [message for ok, message in checks if not ok]
 
     @property
     def uses_grad_scaler(self) -> bool:
@@ -203,16 +224,19 @@ class Experiment:
         return problems
 
     def key_fields(self) -> dict:
-        """Every field that changes the outcome of the first N epochs (so not `epochs`, nor `resumable`)."""
+        """Every field that changes the outcome of the first N epochs (so not `epochs`, nor `resumable`).
+        `quantize` enters only when set, so runs keyed before it existed keep their keys."""
         fields = dataclasses.asdict(self)
         fields.pop("epochs")
         fields.pop("resumable")
+        if fields["quantize"] is None:
+            fields.pop("quantize")
         return fields
 
     def memory_fields(self) -> dict:
         """What decides a step's bytes besides the model and the batch (JSON-able; see MEMORY_FIELDS)."""
         fields = dataclasses.asdict(self)
-        return {name: fields[name] for name in MEMORY_FIELDS}
+        return {name: fields[name] for name in MEMORY_FIELDS if name != "quantize" or fields[name] is not None}
 
     @classmethod
     def from_fields(cls, fields: dict) -> Experiment:
@@ -241,7 +265,8 @@ class Experiment:
         if isinstance(method, LoRA):
             targets = method.targets if isinstance(method.targets, str) else "+".join(method.targets)
             where = f", layers {list(method.layers)}" if method.layers else ""
-            trained = f"LoRA r={method.rank} (alpha {method.alpha:g}) on {targets}{where}"
+            base = f" on a {self.quantize} base" if self.quantize else ""
+            trained = f"LoRA r={method.rank} (alpha {method.alpha:g}) on {targets}{where}{base}"
         elif isinstance(method, Unfreeze):
             trained = f"unfreezing layers {list(method.layers)}"
         else:
@@ -250,7 +275,8 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        precision = ("" if self.precision == "fp32" else f"/{self.precision}") + (f"/{self.quantize}" if self.quantize
+                                                                                   else "")
         return f"{self.model}/{self.method.kind}{precision}/{self.behavior}:{self.data}/lr={self.lr:g}/seed={self.seed}"
 
 

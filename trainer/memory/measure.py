@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from trainer.cache import store
 from trainer.cache.keys import cache_path
-from trainer.errors import ExpectationMisuse, SuiteError
+from trainer.errors import ConfigError, ExpectationMisuse, SuiteError
 from trainer.experiment import Experiment, method_from_fields
 from trainer.judgement import Judgement, judged
 from trainer.memory.planner import TRACE_SOURCES, architecture_of
@@ -90,6 +90,11 @@ def measure(experiment: Experiment | str, recipe: str | None = None, *, batch: i
     while the architecture, request, libraries and this code are unchanged; a run the OS killed is not.
     """
     exp = as_experiment(experiment, recipe)
+    if exp.quantize:
+        raise ConfigError(f"measure_memory of {exp.model!r} with quantize={exp.quantize!r}", [
+            "a measured step builds random weights from the architecture, while bitsandbytes quantizes stored "
+            "weights as they load: plan it (plan(...), the quantized bytes computed from bitsandbytes' layout), "
+            "or train it with finetune(Experiment(..., quantize=...))"])
     request = {"model": exp.model, "recipe": name_of(exp), "memory": exp.memory_fields(), "lr": exp.lr,
                "batch": batch, "seq": seq, "device": device,
                "limit": parse_bytes(limit) if limit is not None else None, "steps": steps}

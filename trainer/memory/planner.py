@@ -165,12 +165,28 @@ def _assemble(exp: Experiment, batch, seq, device, parameters, trace, layers, vo
         parts |= _gathered_on_device(exp)
         notes.append("fsdp2: the root group (embeddings, head, final norm) stays gathered from forward to backward; "
                      "two decoder layers' weights (one prefetched) and one layer's gradients at a time")
+    if exp.quantize:
+        parts["weights"] -= zero.FP32 * full.frozen_linear_values - quantized_bytes(full, exp.quantize)
+        notes.append(f"quantize={exp.quantize}: the decoder layers' frozen linear weights "
+                     f"({full.frozen_linear_values:,} values) in {format_bytes(quantized_bytes(full, exp.quantize))} "
+                     "(bitsandbytes' layout, computed, not traced); one dequantized fp32 weight at a time not counted")
     if exp.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
         notes.append("8-bit AdamW state is computed from bitsandbytes' blockwise layout, not traced")
     parts["overhead"] = overhead_at(event)
     notes.append(_overhead_note(device, event != "optimizer step"))
     return Plan(exp.model, exp, batch, seq, device, parameters, full.trainable, event, parts, host, tuple(notes))
+
+
+def quantized_bytes(trace: StepTrace, quantize: str) -> int:
+    """bitsandbytes' storage of the frozen linear weights: NF4 packs two values a byte, with one 8-bit scale per
+    block of 64 and one fp32 scale per 256 of those (double quantization); LLM.int8() one byte a value and one
+    fp32 scale per output row."""
+    values = trace.frozen_linear_values
+    if quantize == "nf4":
+        blocks = -(-values // 64)
+        return -(-values // 2) + blocks + zero.FP32 * -(-blocks // 256)
+    return values + zero.FP32 * trace.frozen_linear_rows
 
 
 def _activation_bytes(footprint: Footprint) -> int:
@@ -247,9 +263,11 @@ def _cached_trace(config, exp: Experiment, batch: int, seq: int, foreach: bool) 
 
 def _trace_to_json(trace: StepTrace) -> dict:
     return {"events": {name: asdict(f) for name, f in trace.events.items()}, "trainable": trace.trainable,
-            "trainable_8bit_state": trace.trainable_8bit_state}
+            "trainable_8bit_state": trace.trainable_8bit_state, "frozen_linear_values": trace.frozen_linear_values,
+            "frozen_linear_rows": trace.frozen_linear_rows}
 
 
 def _trace_from_json(data: dict) -> StepTrace:
     return StepTrace({name: Footprint(**f) for name, f in data["events"].items()}, int(data["trainable"]),
-                     int(data["trainable_8bit_state"]))
+                     int(data["trainable_8bit_state"]), int(data.get("frozen_linear_values", 0)),
+                     int(data.get("frozen_linear_rows", 0)))

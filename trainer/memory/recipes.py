@@ -24,15 +24,16 @@ class Recipe:
     optimizer: str = "adamw"
     offload: str | None = None
     checkpointing: bool = False
+    quantize: str | None = None
 
     def experiment(self, model: str, **fields) -> Experiment:
         """This recipe on `model` (other Experiment fields may be given: lr, seed, ...)."""
         return Experiment(model=model, method=self.method, precision=self.precision, optimizer=self.optimizer,
-                          offload=self.offload, checkpointing=self.checkpointing, **fields)
+                          offload=self.offload, checkpointing=self.checkpointing, quantize=self.quantize, **fields)
 
     def matches(self, exp: Experiment) -> bool:
         return all(getattr(self, name) == getattr(exp, name)
-                   for name in ("method", "precision", "optimizer", "offload", "checkpointing"))
+                   for name in ("method", "precision", "optimizer", "offload", "checkpointing", "quantize"))
 
 
 NOTEBOOK_LORA = LoRA(rank=32, alpha=64, targets=("q_proj", "v_proj"))
@@ -54,6 +55,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("lora-fp16", "LoRA r=32 on q,v (alpha 64); frozen base in fp16, adapter fp32, AdamW",
            method=NOTEBOOK_LORA, precision="fp16"),
     Recipe("lora-fp32", "LoRA r=32 on q,v (alpha 64); frozen base in fp32, AdamW", method=NOTEBOOK_LORA),
+    Recipe("qlora-nf4", "LoRA r=32 on q,v (alpha 64); frozen base's linear layers in 4-bit NF4 with double "
+                        "quantization (bitsandbytes, QLoRA), fp32 compute, AdamW",
+           method=NOTEBOOK_LORA, quantize="nf4"),
+    Recipe("qlora-int8", "LoRA r=32 on q,v (alpha 64); frozen base's linear layers in 8 bits (bitsandbytes "
+                         "LLM.int8()), AdamW", method=NOTEBOOK_LORA, quantize="int8"),
     Recipe("sgd", "fp32 weights, plain SGD (no optimizer state), for contrast", optimizer="sgd"),
     Recipe("adafactor", "fp32 weights, Adafactor (factored second moment, no first moment)", optimizer="adafactor"),
 ]}
@@ -79,5 +85,5 @@ def name_of(exp: Experiment) -> str:
     if named:
         return named
     parts = [exp.method.kind, exp.precision, exp.optimizer] + ([f"offload={exp.offload}"] if exp.offload else []) \
-        + (["recomputed"] if exp.checkpointing else [])
+        + (["recomputed"] if exp.checkpointing else []) + ([f"base={exp.quantize}"] if exp.quantize else [])
     return "/".join(parts)

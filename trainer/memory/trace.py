@@ -65,6 +65,10 @@ class StepTrace:
     events: dict[str, Footprint]
     trainable: int
     trainable_8bit_state: int  # bytes bitsandbytes' blockwise 8-bit AdamW would keep for these parameters
+    # The frozen linear weights inside the decoder layers (what bitsandbytes quantizes under quantize=...):
+    # their values and their output rows (LLM.int8() keeps one fp32 scale per row).
+    frozen_linear_values: int = 0
+    frozen_linear_rows: int = 0
 
     @property
     def peak_event(self) -> str:
@@ -80,7 +84,11 @@ class StepTrace:
             events={name: self.events[name].at_depth(two_layers.events[name], layers) for name in shared},
             trainable=self.trainable + (layers - 1) * (two_layers.trainable - self.trainable),
             trainable_8bit_state=self.trainable_8bit_state
-            + (layers - 1) * (two_layers.trainable_8bit_state - self.trainable_8bit_state))
+            + (layers - 1) * (two_layers.trainable_8bit_state - self.trainable_8bit_state),
+            frozen_linear_values=self.frozen_linear_values
+            + (layers - 1) * (two_layers.frozen_linear_values - self.frozen_linear_values),
+            frozen_linear_rows=self.frozen_linear_rows
+            + (layers - 1) * (two_layers.frozen_linear_rows - self.frozen_linear_rows))
 
 
 def trace_step(config, exp: Experiment, batch: int, seq: int, *, fake: bool = True, foreach: bool = False,
@@ -110,7 +118,8 @@ def trace_step(config, exp: Experiment, batch: int, seq: int, *, fake: bool = Tr
         with tracker:  # re-entering starts a new peak from the bytes alive now
             optimizer_step(optimizer, trainable, exp)
         events["optimizer step"] = Footprint.of_snapshot(tracker.get_tracker_snapshot("peak"))
-        return StepTrace(events, sum(p.numel() for p in trainable), _blockwise_8bit_bytes(trainable))
+        return StepTrace(events, sum(p.numel() for p in trainable), _blockwise_8bit_bytes(trainable),
+                         *frozen_linear_weights(model))
 
 
 def prepare_training(model, exp: Experiment, fake: bool, foreach: bool, device: str = "cpu"):
@@ -286,6 +295,21 @@ def _role_names(fqn: str, layers: int) -> list[str]:
 def _spans_layers(name: str) -> bool:
     """Containers whose forward/backward include every decoder layer (model, base_model.model.model, ...)."""
     return name.endswith("model") or name.endswith("layers")
+
+
+def frozen_linear_weights(model) -> tuple[int, int]:
+    """Values and output rows of the frozen linear weights inside the decoder layers (a LoRA's base layers)."""
+    import torch
+
+    from trainer.training.methods import decoder_layers
+
+    values = rows = 0
+    for layer in decoder_layers(model):
+        for module in layer.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Linear) and weight is not None and not weight.requires_grad:
+                values, rows = values + weight.numel(), rows + weight.shape[0]
+    return values, rows
 
 
 def _blockwise_8bit_bytes(trainable: list) -> int:

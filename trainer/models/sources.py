@@ -46,6 +46,22 @@ class ModelSource:
     def load(self) -> Loaded:
         raise NotImplementedError
 
+    def weights_folder(self) -> Path | None:
+        """The safetensors folder the weights load from (None: built in memory)."""
+        return None
+
+    def load_quantized(self, quantize: str, device) -> Loaded:
+        """The model with its linear layers quantized by bitsandbytes on `device` (trainer.models.quantized)."""
+        from trainer.models.quantized import load_quantized
+
+        folder = self.weights_folder()
+        if folder is None:
+            raise ConfigError(f"model {self.name!r} with quantize={quantize!r}", [
+                f"{self.name} is built in memory, with no weights folder for bitsandbytes to quantize while loading; "
+                f"quantize a model stored as safetensors (an embedded model such as smollm2-135m, a Hub id in "
+                f"--ft-model-dir, or a local folder given by path)"])
+        return Loaded(load_quantized(folder, quantize, device), _tokenizer(str(folder)), self.prompt_style)
+
     def check_available(self) -> None:
         """Raise WeightsMissing (tests skip) or a clear error when weights cannot be loaded."""
 
@@ -118,6 +134,9 @@ class WheelGGUF(ModelSource):
         model, tokenizer = load_folder(self.converted_folder())
         return Loaded(model, tokenizer, self.prompt_style)
 
+    def weights_folder(self) -> Path:
+        return self.converted_folder()
+
 
 @dataclass(frozen=True)
 class ChunkedWheelGGUF(WheelGGUF):
@@ -170,6 +189,9 @@ class HubModel(ModelSource):
         model, tokenizer = load_folder(self.folder())
         return Loaded(model, tokenizer, self.prompt_style)
 
+    def weights_folder(self) -> Path:
+        return self.folder()
+
 
 @dataclass(frozen=True)
 class LocalFolder(ModelSource):
@@ -190,6 +212,9 @@ class LocalFolder(ModelSource):
     def load(self) -> Loaded:
         model, tokenizer = load_folder(Path(self.path))
         return Loaded(model, tokenizer, self.prompt_style)
+
+    def weights_folder(self) -> Path:
+        return Path(self.path)
 
     def architecture(self):
         from trainer.models import configs as model_configs

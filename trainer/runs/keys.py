@@ -50,7 +50,7 @@ def key_components(exp: Experiment) -> dict:
         "behavior_sha256": behavior.sha256,
         "device": exp.device,  # also in the experiment's fields; here so that the shared baseline has it too
         "code_version": code_version(),
-        **library_versions(OUTCOME_LIBRARIES),
+        **library_versions(OUTCOME_LIBRARIES + (("bitsandbytes",) if exp.quantize else ())),
     }
 
 
@@ -62,4 +62,6 @@ def baseline_key(components: dict) -> str:
     """Epoch-0 probes depend on the model, behavior, code, libraries and probe settings only, so a run
     and its null control (and any lr or seed) share one cached baseline."""
     shared = {k: v for k, v in components.items() if k != "experiment"}
-    return content_key(shared | {"gen_tokens": components["experiment"]["gen_tokens"], "schema": SCHEMA_VERSION})
+    quantized = components["experiment"].get("quantize")  # a quantized base is its own epoch 0
+    return content_key(shared | {"gen_tokens": components["experiment"]["gen_tokens"], "schema": SCHEMA_VERSION}
+                       | ({"quantize": quantized} if quantized else {}))

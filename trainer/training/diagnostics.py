@@ -13,6 +13,7 @@ import math
 import torch
 
 from trainer.cache.record import TopLayer
+from trainer.models.quantized import float_weight
 from trainer.training.methods import decoder_layers
 from trainer.training.sharding import is_shard, summed_over_shards
 
@@ -41,7 +42,7 @@ class LayerWatch:
         with torch.no_grad():
             if adapters:
                 moved = sum(_sq(m.get_delta_weight(a)) for m in adapters for a in m.active_adapters)
-                base = sum(_sq(m.base_layer.weight) for m in adapters)
+                base = sum(_sq(float_weight(m.base_layer)) for m in adapters)
             else:
                 params = dict(layer.named_parameters())
                 moved = sum(_sq(params[name] - w0) for name, w0 in start.items())

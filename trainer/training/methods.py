@@ -37,9 +37,9 @@ def resolve_layers(spec: Layers, total: int, what: str, model_name: str) -> list
     return sorted(set(resolved))
 
 
-def apply_method(model: torch.nn.Module, method: Method, model_name: str) -> torch.nn.Module:
+def apply_method(model: torch.nn.Module, method: Method, model_name: str, seed: int = 0) -> torch.nn.Module:
     """The model to train (LoRA wraps it in a peft model); freezes what the method does not train.
-    `model_name` only names the model in errors."""
+    `model_name` only names the model in errors; `seed` draws LoRA's random initial A matrices."""
     if isinstance(method, Full):
         return model
     total = len(decoder_layers(model))
@@ -50,6 +50,9 @@ def apply_method(model: torch.nn.Module, method: Method, model_name: str) -> tor
             decoder_layers(model)[index].requires_grad_(True)
         return model
     if isinstance(method, LoRA):
+        # peft draws the adapters from the global generator: seeded here, a run's start does not depend on what
+        # this process ran before it (an earlier run, a library's import), so a replay starts where the run did.
+        torch.manual_seed(seed)
         return _with_lora(model, method, total, model_name)
     raise ConfigError(f"method {method!r}", ["must be Full(), LoRA(...) or Unfreeze(...)"])
 
@@ -60,7 +63,7 @@ def prepare(model: torch.nn.Module, exp: Experiment) -> torch.nn.Module:
         model = model.half()
     if exp.checkpointing:
         enable_recomputation(model)
-    return apply_method(model, exp.method, exp.model)
+    return apply_method(model, exp.method, exp.model, exp.seed)
 
 
 def enable_recomputation(model: torch.nn.Module) -> None:

@@ -35,6 +35,7 @@ from trainer.cache.record import (
 )
 from trainer.errors import CacheCorrupt, ConfigError
 from trainer.experiment import Experiment
+from trainer.models.quantized import require_bitsandbytes
 from trainer.models.sources import resolve_model
 from trainer.training.batches import PromptFormat, training_examples
 from trainer.training.checkpoint import TrainingState, gather_state, load_checkpoint, save_checkpoint
@@ -61,7 +62,7 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     probing = main or sharded
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
-    loaded = source.load()
+    loaded = source.load_quantized(exp.quantize, accelerator.device) if exp.quantize else source.load()
     tokenizer = loaded.tokenizer
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
 
@@ -74,8 +75,10 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
             if sharded:
                 reshard(model)
 
-    # Epoch 0 is the pretrained model in fp32 on the run's device, before any method or precision is applied.
-    base = shard(loaded.model, exp.device) if sharded else loaded.model.to(accelerator.device)
+    # Epoch 0 is the pretrained model in fp32 on the run's device, before any method or precision is applied
+    # (a quantized base is loaded on its device, and its epoch 0 is the quantized model the adapter starts from).
+    base = shard(loaded.model, exp.device) if sharded else \
+        loaded.model if exp.quantize else loaded.model.to(accelerator.device)
     if sharded and main:
         note_if_it_fits_anyway(exp, sum(p.numel() for p in base.parameters()))  # global counts of the shards
     base_neutral = neutral_logprobs(base, tokenizer, list(behavior.neutral_prompts), accelerator.device) \
@@ -155,8 +158,11 @@ def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation 
 
 def check_trainable_here(exp: Experiment) -> None:
     """Recipes the planner reads but this trainer does not run: offload other than "fsdp2", what the sharding
-    cannot wrap, and 8-bit AdamW (bitsandbytes is not installed). Refused before any model is loaded."""
+    cannot wrap, 8-bit AdamW (not trained here), and a quantized base without bitsandbytes. Refused before any
+    model is loaded."""
     check_trainable(exp.optimizer)
+    if exp.quantize:
+        require_bitsandbytes(exp.quantize)
     if exp.offload is not None and not is_sharded(exp):
         raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
             f"offload={exp.offload!r} is planned (trainer.memory.plan) but not trained: train with host offload as "
