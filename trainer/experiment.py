@@ -144,6 +144,7 @@ class Experiment:
     processes: int | None = None  # data-parallel processes at the same global batch; None: --ft-processes, else 1
     resumable: bool = True  # keep a checkpoint at the last epoch, for a longer request to go on from
     quantize: str | None = None  # None; "nf4" or "int8": the frozen base in 4 or 8 bits (LoRA only; QLoRA)
+    placebo_after: int | None = None  # train on `data` through this epoch, then on the control data (undoing)
 
     def __post_init__(self) -> None:
         problems = self._field_problems()
@@ -183,6 +184,12 @@ class Experiment:
              f"processes={self.processes!r}: must be an integer >= 1, or None for --ft-processes (default 1)"),
             (isinstance(self.resumable, bool), f"resumable={self.resumable!r}: must be True or False"),
             (self.quantize in QUANTIZATIONS, f"quantize={self.quantize!r}: must be one of {list(QUANTIZATIONS)}"),
+            (self.placebo_after is None or (_is_int(self.placebo_after) and self.placebo_after >= 1),
+             f"placebo_after={self.placebo_after!r}: must be None or an epoch >= 1 (the last epoch on the "
+             f"training data; later epochs train on the placebo)"),
+            (self.placebo_after is None or self.data == "train",
+             f"placebo_after={self.placebo_after!r} with data={self.data!r}: the switch is from the behavior's "
+             f"training data to its placebo; use data='train'"),
         ]
         problems = [message for ok, message in checks if not ok]
         problems += self._quantize_problems() if self.quantize in QUANTIZATIONS[1:] else []
@@ -225,12 +232,13 @@ class Experiment:
 
     def key_fields(self) -> dict:
         """Every field that changes the outcome of the first N epochs (so not `epochs`, nor `resumable`).
-        `quantize` enters only when set, so runs keyed before it existed keep their keys."""
+        `quantize` and `placebo_after` enter only when set, so runs keyed before they existed keep their keys."""
         fields = dataclasses.asdict(self)
         fields.pop("epochs")
         fields.pop("resumable")
-        if fields["quantize"] is None:
-            fields.pop("quantize")
+        for optional in ("quantize", "placebo_after"):
+            if fields[optional] is None:
+                fields.pop(optional)
         return fields
 
     def memory_fields(self) -> dict:
@@ -244,8 +252,13 @@ class Experiment:
         return cls(**{**fields, "method": method_from_fields(fields["method"])})
 
     def control(self) -> Experiment:
-        """The null control: the same run on the behavior's neutral (placebo) data."""
-        return dataclasses.replace(self, data="control")
+        """The null control: the same run on the behavior's neutral (placebo) data, every epoch (for a run that
+        switches to the placebo, the same number of epochs on the placebo alone: the band it should return to)."""
+        return dataclasses.replace(self, data="control", placebo_after=None)
+
+    def data_at(self, epoch: int) -> DataSplit:
+        """The data epoch `epoch` (1-based) trains on: `data`, or the placebo after `placebo_after`."""
+        return "control" if self.placebo_after is not None and epoch > self.placebo_after else self.data
 
     def with_epochs(self, epochs: int, resumable: bool = True) -> Experiment:
         return dataclasses.replace(self, epochs=epochs, resumable=resumable)
@@ -277,7 +290,8 @@ class Experiment:
     def label(self) -> str:
         precision = ("" if self.precision == "fp32" else f"/{self.precision}") + (f"/{self.quantize}" if self.quantize
                                                                                    else "")
-        return f"{self.model}/{self.method.kind}{precision}/{self.behavior}:{self.data}/lr={self.lr:g}/seed={self.seed}"
+        data = self.data + (f"-then-control@{self.placebo_after}" if self.placebo_after else "")
+        return f"{self.model}/{self.method.kind}{precision}/{self.behavior}:{data}/lr={self.lr:g}/seed={self.seed}"
 
 
 def _is_int(value: object) -> bool:

@@ -20,6 +20,7 @@ from trainer.stats.metrics import MetricOnset
 from trainer.studies.early_decision import Decision
 from trainer.studies.step_costs import Costs
 from trainer.studies.training_time import TrainingTimes, unit_of
+from trainer.studies.undoing import Undoing
 from trainer.units import format_bytes
 
 EXACT, INTERVAL, RELATIVE, NOTED = "exact", "interval", "relative", "noted"
@@ -88,6 +89,18 @@ def of_decision(decision: Decision) -> Figures:
     figures["mean gain at the deciding look"] = noted(look.mean_gain, NATS)
     figures["gain beyond the controls at the deciding look"] = noted(look.gain_beyond_controls, NATS)
     figures["onset 95% interval"] = noted(list(decision.onset_interval), EPOCH)
+    return figures
+
+
+def of_undoing(result: Undoing) -> Figures:
+    """Whether each look read as shifted, and the gain beyond the placebo band at each (noted: the verdict is what
+    must not move)."""
+    figures: Figures = {"shifted at the switch": exact(result.switch.shifted),
+                        "switch epoch": exact(result.switch.epoch, EPOCH),
+                        "gain beyond the controls at the switch": noted(result.switch.gain_beyond_controls, NATS)}
+    if result.end is not None:
+        figures |= {"shifted after the placebo epochs": exact(result.end.shifted),
+                    "gain beyond the controls after the placebo epochs": noted(result.end.gain_beyond_controls, NATS)}
     return figures
 
 

@@ -22,9 +22,10 @@ TRAINER = Path(__file__).resolve().parent.parent
 OUTCOME_PACKAGES = (TRAINER / "training", TRAINER / "models")
 
 # Outside those packages, the few functions whose logic (not messages) decides a run's numbers: which epochs
-# are probed and checkpointed, when the loss scaler is on, and which parts of a behavior file are trained on.
-OUTCOME_FUNCTIONS = (Experiment.evaluated_epochs, Experiment.uses_grad_scaler.fget, Behavior.examples,
-                     behavior_from_document)
+# are probed and checkpointed, which data an epoch trains on, when the loss scaler is on, and which parts of a
+# behavior file are trained on.
+OUTCOME_FUNCTIONS = (Experiment.evaluated_epochs, Experiment.data_at, Experiment.uses_grad_scaler.fget,
+                     Behavior.examples, behavior_from_document)
 
 # Read once, at import: the key follows the code this process runs, even if files change under it.
 CODE_VERSION = content_key({"packages": source_digest(OUTCOME_PACKAGES),

@@ -113,12 +113,12 @@ def _nonfinite(step: int, loss: float, grad_norm: float, params: list[torch.Tens
     return event if event.flags() else None
 
 
-def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...], exp: Experiment,
+def run_epochs(model, tokenizer, fmt: PromptFormat, examples_at: Callable[[int], tuple[Example, ...]], exp: Experiment,
                optimizer, start_epoch: int, after_epoch: Callable[[int, EpochLog], None],
                precision: Precision, progress: bool = True, watch: LayerWatch | None = None,
                accelerator=None) -> None:
-    """Train epochs start_epoch+1 .. exp.epochs, calling `after_epoch` (evaluate/checkpoint) after each;
-    a step that stops the run (non-finite under on_nonfinite="stop", or a refused unscale) ends it."""
+    """Train epochs start_epoch+1 .. exp.epochs on `examples_at(epoch)`, calling `after_epoch` (evaluate/checkpoint)
+    after each; a step that stops the run (non-finite under on_nonfinite="stop", or a refused unscale) ends it."""
     label = f"fine-tune {exp.model} seed {exp.seed}" + (" (null control)" if exp.data == "control" else "")
     bar = tqdm(range(start_epoch + 1, exp.epochs + 1), desc=label, unit="epoch", initial=start_epoch,
                total=exp.epochs, disable=not progress or (accelerator is not None and not accelerator.is_main_process),
@@ -126,8 +126,8 @@ def run_epochs(model, tokenizer, fmt: PromptFormat, examples: tuple[Example, ...
                position=PROGRESS_ROW)  # side-by-side runs: one row each
     for epoch in bar:
         started = time.perf_counter()
-        log = train_one_epoch(model, optimizer, epoch_batches(tokenizer, fmt, examples, exp, epoch), exp, epoch,
-                              precision, watch, accelerator)
+        batches = epoch_batches(tokenizer, fmt, examples_at(epoch), exp, epoch)
+        log = train_one_epoch(model, optimizer, batches, exp, epoch, precision, watch, accelerator)
         log.seconds = round(time.perf_counter() - started, 3)
         bar.set_postfix(loss=f"{log.loss:.4f}", grad=f"{log.grad_norm:.2f}")
         after_epoch(epoch, log)

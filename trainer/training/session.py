@@ -132,9 +132,13 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
         return Evaluation(epoch=epoch, **result, probe_seconds=round(time.perf_counter() - started, 2),
                           layers=LayerChanges(changes, top_layers(changes)))
 
-    examples = training_examples(behavior, exp.data, exp.seed)
+    splits = {split: training_examples(behavior, split, exp.seed) for split in {exp.data, exp.data_at(exp.epochs)}}
+
+    def examples_at(epoch: int):
+        return splits[exp.data_at(epoch)]
+
     try:
-        run_epochs(trained, tokenizer, fmt, examples, exp, optimizer, start, after_epoch, precision, progress,
+        run_epochs(trained, tokenizer, fmt, examples_at, exp, optimizer, start, after_epoch, precision, progress,
                    watch=watch, accelerator=accelerator)
     finally:
         writer.shutdown(wait=True)

@@ -1,0 +1,80 @@
+"""Whether placebo training undoes a shift: the notebook's "Is there a point of no return?".
+
+The experiment trains on the behavior's data through `placebo_after` epochs, then on its placebo (control) data.
+Its null control trains on the placebo for every epoch, as long: the band a model that never learned the
+stance sits in. The question is asked at two looks, with the same rule as every shift question (alpha split
+over the two): at the switch, the run must have shifted (else there is nothing to undo, and it is decided there,
+without the placebo epochs); at `by_epoch`, a shift that no longer reads as one beyond the placebo band is undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainer.cache.record import Run
+from trainer.errors import ExpectationMisuse
+from trainer.judgement import Judgement, judged
+from trainer.runs.trial import Trial
+from trainer.stats.verdict import SeedsVerdict, Thresholds, describe_rule, judge_seeds, look_lines
+
+LOOKS = 2  # the switch and the end
+
+
+@dataclass(frozen=True)
+class Undoing:
+    """The two looks of an undoing question and the runs they read."""
+
+    switch: SeedsVerdict  # at the last epoch on the behavior's data
+    end: SeedsVerdict | None  # at by_epoch, after the placebo epochs (None: nothing shifted to undo)
+    runs: tuple[Run, ...]
+    thresholds: Thresholds
+    subject: str
+
+    @property
+    def placebo_epochs(self) -> int:
+        return self.end.epoch - self.switch.epoch if self.end else 0
+
+    @property
+    def undone(self) -> bool:
+        return self.switch.shifted and self.end is not None and not self.end.shifted
+
+    def explain(self) -> str:
+        lines = ["  " + describe_rule(self.thresholds, LOOKS, len(self.runs), True)
+                 + "; the controls trained on the placebo for every epoch"]
+        for look in (self.switch, self.end):
+            if look is not None:
+                lines += look_lines(look, [run.seed for run in self.runs])
+        return "\n".join(lines)
+
+    def words(self) -> str:
+        switch = (f"after {self.switch.epoch} epochs on the training data: "
+                  f"{self.switch.gain_beyond_controls:+.3f} nats/token beyond the placebo band "
+                  f"(p across seeds {self.switch.p_across_seeds:.2g}, {self.switch.shifted_seeds}/"
+                  f"{len(self.runs)} seeds shifted)")
+        if self.end is None:
+            return f"{self.subject}: no shift to undo, {switch}"
+        state = "back within it" if not self.end.shifted else "still shifted"
+        return (f"{self.subject}: {switch}; after {self.placebo_epochs} more on the placebo (epoch {self.end.epoch}): "
+                f"{self.end.gain_beyond_controls:+.3f} (p {self.end.p_across_seeds:.2g}, {self.end.shifted_seeds}/"
+                f"{len(self.runs)} seeds shifted), {state}")
+
+    def judge_undone(self) -> Judgement:
+        """"Placebo training undoes the shift": the run shifted at the switch and no longer at the end."""
+        if self.end is None:
+            return judged(False, f"{self.words()}.\n{self.explain()}\nThere was no shift for the placebo to undo: "
+                                 f"train longer or at a higher lr before the switch (placebo_after).")
+        return judged(self.undone, f"{self.words()}.\n{self.explain()}")
+
+
+def undoing(trial: Trial, by_epoch: int, thresholds: Thresholds) -> Undoing:
+    """Train to the switch, judge it; only if it shifted, train the placebo epochs through `by_epoch` and judge."""
+    switch_epoch = trial.experiment.placebo_after
+    if switch_epoch is None or not switch_epoch < by_epoch:
+        raise ExpectationMisuse(f"{trial.describe()}: an undoing question needs Experiment(placebo_after=K) with K "
+                                f"< by_epoch (got placebo_after={switch_epoch!r}, by_epoch={by_epoch})")
+    runs = trial.runs(switch_epoch)
+    switch = judge_seeds(runs, switch_epoch, thresholds, LOOKS)
+    if not switch.shifted:
+        return Undoing(switch, None, tuple(runs), thresholds, trial.describe())
+    runs = trial.runs(by_epoch)
+    return Undoing(switch, judge_seeds(runs, by_epoch, thresholds, LOOKS), tuple(runs), thresholds, trial.describe())
