@@ -141,3 +141,14 @@ def test_without_bitsandbytes_a_quantized_request_says_how_to_install_it_and_a_f
         obtain(qlora(tiny_folder), progress=False)
     with pytest.raises(pytest.skip.Exception, match="needs bitsandbytes"):
         plugin._skip_unless_runnable(qlora(tiny_folder))
+
+
+def test_a_device_bitsandbytes_cannot_load_on_is_named_with_the_fix(tiny_folder, monkeypatch):
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no kernel for this backend")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(ConfigError, match=r"(?s)on device 'mps'.*no kernel for this backend.*device='cuda' or 'cpu'"):
+        load_quantized(tiny_folder, "nf4", "mps")

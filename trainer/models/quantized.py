@@ -47,9 +47,14 @@ def load_quantized(folder: Path, quantize: str, device):
     from transformers import AutoModelForCausalLM
 
     require_bitsandbytes(quantize)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, quantization_config=quantization_config(quantize), dtype=torch.float32, use_safetensors=True,
-        local_files_only=True, device_map={"": torch.device(device)})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=quantization_config(quantize), dtype=torch.float32, use_safetensors=True,
+            local_files_only=True, device_map={"": torch.device(device)})
+    except (RuntimeError, ValueError, ImportError, NotImplementedError) as error:
+        raise ConfigError(f"quantize={quantize!r} on device {str(device)!r}", [
+            f"bitsandbytes could not load {folder} quantized here ({type(error).__name__}: {error}); it runs on "
+            f"CUDA and on the CPU: train on one of those (device='cuda' or 'cpu'), or with quantize=None"]) from error
     # peft's QLoRA preparation: every parameter frozen, anything not quantized kept in fp32.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     keep_one_compute_path(model)
