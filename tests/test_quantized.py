@@ -22,7 +22,8 @@ from trainer.runs import keys
 from trainer.runs.obtain import obtain
 from trainer.training.methods import apply_method
 
-pytest.importorskip("bitsandbytes", reason="install it with `pip install -e '.[quant]'` (`make venv` does)")
+needs_bitsandbytes = pytest.mark.skipif(not quantized.bitsandbytes_installed(),
+                                        reason="install it with `pip install -e '.[quant]'` (`make venv` does)")
 
 ADAPTER = LoRA(rank=4, alpha=8, targets="all-linear")
 
@@ -39,6 +40,7 @@ def qlora(folder: Path, **fields) -> Experiment:
                          "lr": 1e-3, "gen_tokens": 4, **fields})
 
 
+@needs_bitsandbytes
 @pytest.mark.parametrize("quantize, layer", [("nf4", "Linear4bit"), ("int8", "Linear8bitLt")])
 def test_a_quantized_base_loads_its_linear_layers_quantized_and_close_to_the_weights(tiny_folder, quantize, layer):
     model = load_quantized(tiny_folder, quantize, "cpu")
@@ -60,6 +62,7 @@ def test_a_quantized_base_loads_its_linear_layers_quantized_and_close_to_the_wei
             assert error < 0.05, f"{name}: relative error {error:.3f}"
 
 
+@needs_bitsandbytes
 def test_adapter_gradients_pass_through_a_probed_quantized_base(tiny_folder):
     """After an eval-mode probe, training must still backpropagate through the quantized layers in fp32: the same
     gradients as an fp32 model holding the dequantized weights (bitsandbytes' repacked CPU kernel has no backward)."""
@@ -92,6 +95,27 @@ def test_adapter_gradients_pass_through_a_probed_quantized_base(tiny_folder):
         torch.testing.assert_close(grad, grads[1][name], rtol=1e-3, atol=1e-6, msg=name)
 
 
+@needs_bitsandbytes
+def test_with_the_repacked_cpu_kernel_a_probe_would_break_training(tiny_folder):
+    """The control for the test above: where bitsandbytes repacks for AVX512-BF16, leaving it on breaks training
+    after a probe (on the tiny shapes it fails outright; on real ones the gradients go wrong)."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here, so there is nothing to turn off")
+    model = apply_method(load_quantized(tiny_folder, "nf4", "cpu"), ADAPTER, "tiny")
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = True
+    ids = torch.randint(0, 200, (2, 12))
+    with pytest.raises(RuntimeError):
+        with torch.no_grad():
+            model.eval()(input_ids=ids)
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+
+
+@needs_bitsandbytes
 def test_a_quantized_run_checkpoints_only_the_adapter_and_resumes_exactly(tiny_folder, tmp_path, monkeypatch):
     exp = qlora(tiny_folder)
     short = obtain(exp.with_epochs(1), progress=False)
@@ -105,6 +129,7 @@ def test_a_quantized_run_checkpoints_only_the_adapter_and_resumes_exactly(tiny_f
     assert resumed.evaluation(2).margins != resumed.baseline.margins, "the adapter should move the model"
 
 
+@needs_bitsandbytes
 def test_a_quantized_base_is_keyed_apart_and_is_its_own_epoch_0(tiny_folder):
     plain, nf4, int8 = (qlora(tiny_folder, quantize=q) for q in (None, "nf4", "int8"))
     assert "quantize" not in plain.key_fields(), "runs keyed before quantize existed keep their keys"
@@ -135,20 +160,38 @@ def test_a_model_built_in_memory_cannot_be_quantized_and_says_which_can():
         obtain(exp, progress=False)
 
 
-def test_without_bitsandbytes_a_quantized_request_says_how_to_install_it_and_a_finding_skips(monkeypatch, tiny_folder):
+def test_without_bitsandbytes_a_quantized_request_says_how_to_install_it_and_a_finding_skips(monkeypatch, tmp_path):
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name == "bitsandbytes":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    save_tiny(tmp_path)
     monkeypatch.setattr(quantized, "bitsandbytes_installed", lambda: False)
+    monkeypatch.setattr(importlib.metadata, "version", version)  # as where it was never installed
     with pytest.raises(LibraryMissing, match=r"pip install -e '\.\[quant\]'"):
-        obtain(qlora(tiny_folder), progress=False)
+        obtain(qlora(tmp_path), progress=False)
     with pytest.raises(pytest.skip.Exception, match="needs bitsandbytes"):
-        plugin._skip_unless_runnable(qlora(tiny_folder))
+        plugin._skip_unless_runnable(qlora(tmp_path))
 
 
-def test_a_device_bitsandbytes_cannot_load_on_is_named_with_the_fix(tiny_folder, monkeypatch):
-    import transformers
+@needs_bitsandbytes
+@pytest.mark.parametrize("device, processes, message", [
+    ("mps", 1, "device='mps': bitsandbytes trains a quantized base on \\['cuda', 'cpu'\\]"),
+    ("cpu", 2, "processes=2: a quantized base trains in one process here"),
+])
+def test_a_device_or_process_count_a_quantized_base_cannot_train_in_is_refused_with_the_fix(device, processes,
+                                                                                             message):
+    with pytest.raises(ConfigError, match=message):
+        quantized.check_quantizable("nf4", device, processes)
 
-    def refuse(*args, **kwargs):
-        raise RuntimeError("no kernel for this backend")
 
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
-    with pytest.raises(ConfigError, match=r"(?s)on device 'mps'.*no kernel for this backend.*device='cuda' or 'cpu'"):
-        load_quantized(tiny_folder, "nf4", "mps")
+@needs_bitsandbytes
+def test_an_int8_base_trains_its_adapter(tiny_folder):
+    run = obtain(qlora(tiny_folder, quantize="int8", epochs=1), progress=False)
+    assert run.record.stopped is None and not run.record.train_log[0].nonfinite
+    assert run.evaluation(1).margins != run.baseline.margins, "the adapter should move the model"

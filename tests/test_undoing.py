@@ -49,13 +49,17 @@ def test_a_bad_switch_names_the_fix(fields, message):
         Experiment(**{**TINY, **fields})
 
 
-def test_undoing_judges_both_looks_as_a_direct_judgement_of_the_trained_runs_does():
+def test_undoing_needs_the_shift_at_the_switch_and_nothing_left_beyond_the_band_at_the_end():
+    """Each look at the full alpha (the claim needs both), the end with no effect floor: a residue is not a return."""
     trial = Trial(Experiment(**TINY, placebo_after=2), seeds=3, progress=False)
     result = undoing(trial, 4, LOOSE)
     runs = trial.runs(4)
-    switch, end = (judge_seeds(runs, epoch, LOOSE, LOOKS) for epoch in (2, 4))
+    assert LOOKS == 1
+    switch = judge_seeds(runs, 2, LOOSE, looks=1)
+    end = judge_seeds(runs, 4, Thresholds(min_gain=0.0), looks=1)
     assert result.switch.shifted and switch.shifted, "lr 1e-3 shifts a tiny model by epoch 2"
-    assert result.end.shifted == end.shifted and result.undone == (not end.shifted)
+    assert result.end.p_across_seeds == end.p_across_seeds and result.end.min_gain == 0.0
+    assert result.undone == (not end.shifted)
     verdict = result.judge_undone()
     assert verdict.holds == result.undone
     assert ("back within it" if result.undone else "still shifted") in verdict.explanation
@@ -71,8 +75,11 @@ def test_without_a_shift_to_undo_the_placebo_epochs_are_not_trained_and_the_verd
     assert not verdict.holds and "no shift for the placebo to undo" in verdict.explanation
 
 
-@pytest.mark.parametrize("placebo_after, by_epoch", [(None, 4), (4, 4)])
-def test_an_undoing_question_without_a_switch_before_its_epoch_is_a_misuse(placebo_after, by_epoch):
+@pytest.mark.parametrize("placebo_after, by_epoch, message", [(None, 4, "placebo_after=K"), (4, 4, "placebo_after=K"),
+                                                              (2, 9, "outside this experiment")])
+def test_an_undoing_question_without_a_switch_before_its_epoch_is_a_misuse_found_before_training(
+        placebo_after, by_epoch, message):
     trial = Trial(Experiment(**TINY, placebo_after=placebo_after), seeds=2, progress=False)
-    with pytest.raises(ExpectationMisuse, match="placebo_after=K"):
+    with pytest.raises(ExpectationMisuse, match=message):
         undoing(trial, by_epoch, LOOSE)
+    assert not is_cached(trial.experiment.with_epochs(1)), "trained before refusing the question"

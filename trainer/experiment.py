@@ -196,17 +196,19 @@ class Experiment:
         return problems + (self.method.problems() if isinstance(self.method, METHODS) else [])
 
     def _quantize_problems(self) -> list[str]:
-        """A quantized base is frozen in a storage format that has no gradient: only an adapter trains, at fp32
-        compute, on one device (bitsandbytes' layers are neither autocast nor sharded here)."""
+        """A quantized base is frozen in a storage format that has no gradient: only an adapter trains, in fp32,
+        unsharded (bitsandbytes' layers are neither autocast nor sharded here)."""
         what = f"quantize={self.quantize!r}"
         checks = [
             (isinstance(self.method, LoRA), f"{what} with method={self.method!r}: a quantized base cannot train; "
                                             "use method=LoRA(...) (QLoRA), or quantize=None"),
-            (self.precision == "fp32", f"{what} with precision={self.precision!r}: the quantized layers compute in "
-                                       "fp32 here; use precision='fp32'"),
+            (self.precision == "fp32", f"{what} with precision={self.precision!r}: the adapter and the unquantized "
+                                       "parts train in fp32 (the quantized layers compute as bitsandbytes does); "
+                                       "use precision='fp32'"),
             (self.offload is None, f"{what} with offload={self.offload!r}: a quantized base is not sharded or "
                                    "offloaded; use offload=None"),
-            (self.optimizer == "adamw", f"{what} with optimizer={self.optimizer!r}: use optimizer='adamw'"),
+            (self.optimizer == "adamw", f"{what} with optimizer={self.optimizer!r}: QLoRA's recipe is AdamW on the "
+                                        "adapter, the only one tested with a quantized base; use optimizer='adamw'"),
         ]
         return [message for ok, message in checks if not ok]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trainer.errors import ConfigError, LibraryMissing
 
+QUANTIZABLE_DEVICES = ("cuda", "cpu")
 INSTALL_HINT = "pip install -e '.[quant]'  (or: pip install 'bitsandbytes>=0.49')"
 
 
@@ -25,6 +26,21 @@ def require_bitsandbytes(quantize: str) -> None:
     if not bitsandbytes_installed():
         raise LibraryMissing(f"quantize={quantize!r} needs bitsandbytes, which is not installed in this environment; "
                              f"install it with `{INSTALL_HINT}` (`make venv` does), or train with quantize=None")
+
+
+def check_quantizable(quantize: str, device: str, processes: int | None) -> None:
+    """Where a quantized base trains here: bitsandbytes installed, on CUDA or the CPU (its backends with a
+    backward for both formats), in one process (its layers are not wrapped for data parallelism here)."""
+    require_bitsandbytes(quantize)
+    problems = []
+    if device not in QUANTIZABLE_DEVICES:
+        problems.append(f"device={device!r}: bitsandbytes trains a quantized base on {list(QUANTIZABLE_DEVICES)} "
+                        f"here; use device='cuda' or 'cpu', or quantize=None")
+    if processes not in (None, 1):
+        problems.append(f"processes={processes!r}: a quantized base trains in one process here; use processes=1 "
+                        f"(--ft-processes 1), or quantize=None")
+    if problems:
+        raise ConfigError(f"quantize={quantize!r}", problems)
 
 
 def quantization_config(quantize: str):
@@ -46,15 +62,13 @@ def load_quantized(folder: Path, quantize: str, device):
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
+    from trainer.models.sources import check_weights
+
     require_bitsandbytes(quantize)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, quantization_config=quantization_config(quantize), dtype=torch.float32, use_safetensors=True,
-            local_files_only=True, device_map={"": torch.device(device)})
-    except (RuntimeError, ValueError, ImportError, NotImplementedError) as error:
-        raise ConfigError(f"quantize={quantize!r} on device {str(device)!r}", [
-            f"bitsandbytes could not load {folder} quantized here ({type(error).__name__}: {error}); it runs on "
-            f"CUDA and on the CPU: train on one of those (device='cuda' or 'cpu'), or with quantize=None"]) from error
+    check_weights(folder)  # safetensors only, as for every load
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, quantization_config=quantization_config(quantize), dtype=torch.float32, use_safetensors=True,
+        local_files_only=True, device_map={"": torch.device(device)})
     # peft's QLoRA preparation: every parameter frozen, anything not quantized kept in fp32.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     keep_one_compute_path(model)

@@ -14,6 +14,7 @@ from trainer.behavior import Behavior, behavior_from_document, load_behavior
 from trainer.cache.keys import OUTCOME_LIBRARIES, content_key, library_versions, source_digest
 from trainer.cache.record import SCHEMA_VERSION
 from trainer.experiment import Experiment
+from trainer.models.quantized import require_bitsandbytes
 from trainer.models.sources import resolve_model
 from trainer.training.placement import is_placed, placed
 
@@ -40,6 +41,8 @@ def key_components(exp: Experiment) -> dict:
     """Everything that changes the outcome, and nothing else (the key logs its parts). The experiment is
     placed first: its device kind and process count are values in the key ("auto" is not)."""
     exp = exp if is_placed(exp) else placed(exp)
+    if exp.quantize:
+        require_bitsandbytes(exp.quantize)  # its version is part of the key: say how to install it, not KeyError
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
     return {

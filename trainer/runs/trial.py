@@ -67,7 +67,9 @@ class Trial:
     def describe(self) -> str:
         """The trial in words, for verdicts: behavior, model, data, lr and the seeds it spans."""
         exp = self.experiment
-        return (f"{exp.behavior} on {exp.model} ({exp.data} data, lr={exp.lr:g}, "
+        data = f"{exp.data} data" + (f" then the placebo after epoch {exp.placebo_after}" if exp.placebo_after else "")
+        base = f", {exp.quantize} base" if exp.quantize else ""
+        return (f"{exp.behavior} on {exp.model} ({data}{base}, lr={exp.lr:g}, "
                 f"seeds {exp.seed}..{exp.seed + self.seeds - 1})")
 
     def _check_epoch(self, epoch: int) -> None:

@@ -71,11 +71,11 @@ def step_costs(model: str, methods: dict[str, Method], rounds: int = 4) -> Costs
 def look_costs(exp: Experiment, rounds: int = 1) -> Costs:
     """Seconds per look of the full probe (margins, KL, greedy answers) and of margins and KL alone."""
     from trainer.behavior import load_behavior
-    from trainer.models.sources import resolve_model
     from trainer.training.batches import PromptFormat
+    from trainer.training.methods import load_base
     from trainer.training.probe import neutral_logprobs, probe_model
 
-    loaded = resolve_model(exp.model).load()
+    loaded = load_base(exp, "cpu")
     behavior = load_behavior(exp.behavior)
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
     base = neutral_logprobs(loaded.model, loaded.tokenizer, list(behavior.neutral_prompts))
@@ -91,14 +91,13 @@ def training_step(exp: Experiment, through_accelerate: bool = False) -> tuple[to
     """The model as `exp` trains it and a call that trains it one more epoch (the behavior's examples, through the
     trainer's own loop; `through_accelerate`: the model placed and wrapped by accelerate, as runs train)."""
     from trainer.behavior import load_behavior
-    from trainer.models.sources import resolve_model
     from trainer.training.batches import PromptFormat, training_examples
     from trainer.training.loop import epoch_batches, optimizer_for, train_one_epoch
-    from trainer.training.methods import prepare
+    from trainer.training.methods import load_base, prepare
     from trainer.training.placement import accelerator_for, placed, precision_for
 
     exp = placed(exp)
-    loaded = resolve_model(exp.model).load()
+    loaded = load_base(exp, exp.device)
     behavior = load_behavior(exp.behavior)
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
     model = prepare(loaded.model, exp)

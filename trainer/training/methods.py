@@ -11,6 +11,7 @@ import torch
 
 from trainer.errors import ConfigError
 from trainer.experiment import Experiment, Full, Layers, LoRA, Method, Unfreeze
+from trainer.models.sources import Loaded, resolve_model
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -52,9 +53,16 @@ def apply_method(model: torch.nn.Module, method: Method, model_name: str, seed: 
     if isinstance(method, LoRA):
         # peft draws the adapters from the global generator: seeded here, a run's start does not depend on what
         # this process ran before it (an earlier run, a library's import), so a replay starts where the run did.
-        torch.manual_seed(seed)
-        return _with_lora(model, method, total, model_name)
+        with torch.random.fork_rng(devices=[]):  # the caller's generator is left as it was
+            torch.manual_seed(seed)
+            return _with_lora(model, method, total, model_name)
     raise ConfigError(f"method {method!r}", ["must be Full(), LoRA(...) or Unfreeze(...)"])
+
+
+def load_base(exp: Experiment, device) -> Loaded:
+    """The pretrained model `exp` starts from: in fp32, or with its linear layers quantized on `device`."""
+    source = resolve_model(exp.model)
+    return source.load_quantized(exp.quantize, device) if exp.quantize else source.load()
 
 
 def prepare(model: torch.nn.Module, exp: Experiment) -> torch.nn.Module:

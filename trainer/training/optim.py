@@ -8,7 +8,7 @@ from trainer.errors import ConfigError
 
 # Optimizers the planner knows but this environment cannot train with, and what to do instead.
 NOT_TRAINABLE_HERE = {
-    "adamw-8bit": "8-bit AdamW needs bitsandbytes, which this project does not install: plan it with the memory "
+    "adamw-8bit": "8-bit AdamW (bitsandbytes) is planned, not trained, by this suite: plan it with the memory "
                   "planner (its state is computed from bitsandbytes' blockwise layout), or train with 'adamw'",
 }
 

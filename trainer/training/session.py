@@ -35,13 +35,13 @@ from trainer.cache.record import (
 )
 from trainer.errors import CacheCorrupt, ConfigError
 from trainer.experiment import Experiment
-from trainer.models.quantized import require_bitsandbytes
+from trainer.models.quantized import check_quantizable
 from trainer.models.sources import resolve_model
 from trainer.training.batches import PromptFormat, training_examples
 from trainer.training.checkpoint import TrainingState, gather_state, load_checkpoint, save_checkpoint
 from trainer.training.diagnostics import LayerWatch, top_layers
 from trainer.training.loop import optimizer_for, run_epochs
-from trainer.training.methods import decoder_layers, prepare, trained_layers
+from trainer.training.methods import decoder_layers, load_base, prepare, trained_layers
 from trainer.training.optim import check_trainable
 from trainer.training.placement import accelerator_for, describe, precision_for, weights_as_they_are
 from trainer.training.probe import neutral_logprobs, probe_model
@@ -62,7 +62,7 @@ def train_run(exp: Experiment, folder: Path, record: RunRecord | None, *, key: s
     probing = main or sharded
     source = resolve_model(exp.model)
     behavior = load_behavior(exp.behavior)
-    loaded = source.load_quantized(exp.quantize, accelerator.device) if exp.quantize else source.load()
+    loaded = load_base(exp, accelerator.device)
     tokenizer = loaded.tokenizer
     fmt = PromptFormat(loaded.prompt_style, behavior.prompt_template)
 
@@ -162,11 +162,11 @@ def _record(folder: Path, record: RunRecord, epoch: int, evaluation: Evaluation 
 
 def check_trainable_here(exp: Experiment) -> None:
     """Recipes the planner reads but this trainer does not run: offload other than "fsdp2", what the sharding
-    cannot wrap, 8-bit AdamW (not trained here), and a quantized base without bitsandbytes. Refused before any
-    model is loaded."""
+    cannot wrap, 8-bit AdamW (not trained here), and a quantized base where bitsandbytes is missing or cannot run.
+    Refused before any model is loaded."""
     check_trainable(exp.optimizer)
     if exp.quantize:
-        require_bitsandbytes(exp.quantize)
+        check_quantizable(exp.quantize, exp.device, exp.processes)
     if exp.offload is not None and not is_sharded(exp):
         raise ConfigError(f"Experiment(model={exp.model!r}, offload={exp.offload!r})", [
             f"offload={exp.offload!r} is planned (trainer.memory.plan) but not trained: train with host offload as "
