@@ -57,15 +57,13 @@ def quantization_config(quantize: str):
 
 
 def load_quantized(folder: Path, quantize: str, device):
-    """The model in `folder` with its linear layers quantized on `device` (eval mode), ready for an adapter."""
+    """The model in `folder` (checked as safetensors by the caller, ModelSource.load_quantized) with its linear
+    layers quantized on `device` (eval mode), ready for an adapter."""
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    from trainer.models.sources import check_weights
-
     require_bitsandbytes(quantize)
-    check_weights(folder)  # safetensors only, as for every load
     model = AutoModelForCausalLM.from_pretrained(
         folder, quantization_config=quantization_config(quantize), dtype=torch.float32, use_safetensors=True,
         local_files_only=True, device_map={"": torch.device(device)})

@@ -60,6 +60,7 @@ class ModelSource:
                 f"{self.name} is built in memory, with no weights folder for bitsandbytes to quantize while loading; "
                 f"quantize a model stored as safetensors (an embedded model such as smollm2-135m, a Hub id in "
                 f"--ft-model-dir, or a local folder given by path)"])
+        check_weights(folder)  # safetensors only, as for every load
         return Loaded(load_quantized(folder, quantize, device), _tokenizer(str(folder)), self.prompt_style)
 
     def check_available(self) -> None:
