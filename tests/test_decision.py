@@ -125,3 +125,17 @@ def test_a_sweep_where_nothing_shifts_holds_for_the_configurations_tried():
     decisions = first_shift_among(sweep, 2, LOOSE, "q")
     verdict = judge_none_shift(decisions, sweep, 2)
     assert verdict.holds and len(decisions) == 2 and "says nothing of others" in verdict.explanation
+
+
+def test_a_no_shift_for_want_of_agreement_across_seeds_says_so():
+    """Two tiny seeds each shift by epoch 2, far beyond their controls, but Welch's test over two seeds cannot reach
+    alpha: the no-shift verdict names the test it rests on, and what would decide it."""
+    decision = first_shift(Trial(Experiment(**TINY), seeds=2, progress=False), 2, LOOSE, "no shift through 2")
+    look = decision.short_of_seeds()
+    assert decision.onset is None and look is not None and look.shifted_seeds == 2
+    assert look.p_across_seeds >= look.alpha_per_look and look.gain_beyond_controls >= LOOSE.min_gain
+    verdict = decision.judge_no_shift()
+    assert verdict.holds and "Shifted seed by seed, not across seeds" in verdict.explanation
+    assert "more seeds (--ft-seeds)" in verdict.explanation
+    still = first_shift(Trial(Experiment(**{**TINY, "lr": 0.0}), seeds=2, progress=False), 2, LOOSE, "q")
+    assert still.short_of_seeds() is None and "seed by seed" not in still.judge_no_shift().explanation

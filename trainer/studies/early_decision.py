@@ -102,12 +102,33 @@ class Decision:
                 f"rests on the floor alone. Its rate is {rate:+.4f} nats/token per epoch; a straight line at that "
                 f"rate from epoch 0 would reach the floor near epoch {crossing:.0f} (a projection, not a measurement).")
 
+    def short_of_seeds(self) -> SeedsVerdict | None:
+        """The first look, when no look shifted, at which a majority of seeds shifted on its own and the gain beyond
+        the controls passed the floor, but the test across seeds missed alpha / looks: a no-shift for want of
+        agreement (or of seeds), not for want of movement."""
+        if self.onset is not None:
+            return None
+        return next((v for v in self.verdicts if v.majority and v.gain_beyond_controls >= v.min_gain
+                     and not v.p_across_seeds < v.alpha_per_look), None)
+
+    def seeds_words(self) -> str:
+        """ "shifted seed by seed, not across seeds" with the figures, or nothing."""
+        look = self.short_of_seeds()
+        if look is None:
+            return ""
+        return (f"\nShifted seed by seed, not across seeds: from epoch {look.epoch}, {look.shifted_seeds}/"
+                f"{len(look.per_seed)} seeds shifted on their own and the gain beyond the controls "
+                f"({look.gain_beyond_controls:+.3f} nats/token) passes the {look.min_gain:g} floor, but the test "
+                f"across seeds (p {look.p_across_seeds:.2g}) misses alpha / looks = {look.alpha_per_look:.2g} "
+                f"({self.looks} looks). This verdict rests on that test's power with {len(self.runs)} seeds; more "
+                f"seeds (--ft-seeds) or fewer looks would decide it.")
+
     def judge_shift(self) -> Judgement:
         """"It shifts by epoch N": holds when the experiment shifted at some look up to N."""
         if self.onset is not None:
             return judged(True, f"{self.subject} shifted at epoch {self.onset}{self.gain_words()}.\n{self.explain()}")
         return judged(False, f"{self.subject} did not shift by epoch {self.by_epoch}{self.gain_words()}."
-                             f"{self.floor_words()}\n{self.explain()}\n"
+                             f"{self.floor_words()}{self.seeds_words()}\n{self.explain()}\n"
                              f"Likely causes: too few epochs or too low a learning rate for this model; try more "
                              f"epochs or a higher lr, or look at the probe table in the report.")
 
@@ -115,7 +136,7 @@ class Decision:
         """"It does not shift through epoch N": holds when no look up to N shifted."""
         if self.onset is None:
             return judged(True, f"{self.subject} did not shift through epoch {self.by_epoch}{self.gain_words()}."
-                                f"{self.floor_words()}\n{self.explain()}")
+                                f"{self.floor_words()}{self.seeds_words()}\n{self.explain()}")
         return judged(False, f"{self.subject} shifted at epoch {self.onset}{self.gain_words()}, expected no shift "
                              f"through epoch {self.by_epoch}.\n{self.explain()}")
 
@@ -172,7 +193,8 @@ def _outcome_words(decision: Decision) -> str:
     moving = decision.below_floor()
     floor = f"; moving, below the floor ({moving[0]:+.4f} nats/token per epoch, would reach it near epoch " \
             f"{moving[1]:.0f})" if moving else ""
-    return outcome + decision.gain_words() + floor
+    seeds = "; shifted seed by seed, not across seeds" if decision.short_of_seeds() else ""
+    return outcome + decision.gain_words() + floor + seeds
 
 
 def _check_not_stopped(runs: list[Run], epoch: int) -> None:
