@@ -39,13 +39,29 @@ def unfreeze_two_with_more_data(model: str) -> Experiment:
 pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 
+MEASURED = "measured 2026-12-05 (CPU, fp32, 3 seeds with controls): "
+FIVE_EXAMPLES_SHIFT = {
+    "smollm2-135m": "the 5 examples shift SmolLM2 with only layers 16 and 19 trained by epoch 10 (3/3 seeds; +0.23 "
+                    "nats/token beyond the controls, p across seeds 2.8e-5), so more data is not needed for a shift; "
+                    "it makes one sooner (300 examples: +0.71 after one epoch of 60 steps).",
+    "gemma3-270m": "the 5 examples shift Gemma-3 with only layers 10 and 11 trained by epoch 5 (3/3 seeds; +0.59 "
+                   "nats/token beyond the controls, p across seeds 0.0015); 300 examples: +3.7 after one epoch.",
+}
+SAME_STEPS_SHIFT = {
+    "smollm2-135m": "the 5 examples for 120 steps shift SmolLM2 at the first look, epoch 20 (3/3 seeds; +0.45 "
+                    "nats/token beyond the controls, p across seeds 3e-5): the steps move it without more data.",
+}
+
+
+def per_model(contradicted: dict[str, str]) -> list:
+    """One param per model; the contradicted ones are strict xfails with the measured reason."""
+    return [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=MEASURED + contradicted[m]))
+            if m in contradicted else m for m in MODELS]
+
+
 @pytest.mark.finding("Unfreezing two layers with the notebook's 5 examples produces no shift (seed: it needs "
                      "50-100x more data)")
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-12-05 (CPU, fp32, 3 seeds with controls): the 5 examples shift SmolLM2 with only layers 16 and "
-    "19 trained by epoch 10 (3/3 seeds; +0.23 nats/token beyond the controls, p across seeds 2.8e-5), so more data "
-    "is not needed for a shift; it makes one sooner (300 examples: +0.71 after one epoch of 60 steps)."
-    ))) if m == "smollm2-135m" else m for m in MODELS])
+@pytest.mark.parametrize("model", per_model(FIVE_EXAMPLES_SHIFT))
 def test_unfreezing_two_layers_with_five_examples_produces_no_shift(finetune, expect, model):
     expect(finetune(unfreeze_two(model))).does_not_shift(through_epoch=10)
 
@@ -64,6 +80,9 @@ def test_unfreezing_two_layers_with_sixty_times_the_data_stays_finite(finetune, 
 
 @pytest.mark.finding("Unfreezing two layers with the 5 examples for the same 120 steps produces no shift (what "
                      "moves the stance is the data, not the steps)")
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", per_model(SAME_STEPS_SHIFT))
 def test_unfreezing_two_layers_with_five_examples_for_as_many_steps_produces_no_shift(finetune, expect, model):
+    # Gemma-3 passes, by the test across seeds alone: every seed shifts on its own from epoch 20 (+1.8 to +6.3
+    # nats/token beyond the controls) while Welch's p over 3 seeds (0.0019 to 0.013) misses 0.01 / 6 looks; the
+    # verdict says so ("shifted seed by seed, not across seeds").
     expect(finetune(unfreeze_two_for_as_many_steps(model))).does_not_shift(through_epoch=120)
