@@ -62,3 +62,21 @@ def test_removal_needs_a_criterion_and_ages_must_parse():
             parse_age(bad)
     with pytest.raises(ConfigError, match="--model NAME and/or --older-than AGE"):
         select([], model=None, older_than=None)
+
+
+def test_a_converted_model_in_use_is_not_old_whatever_its_age(monkeypatch):
+    """Ages count from the last use: a converted model that runs load is kept by --older-than."""
+    import os
+
+    from trainer.cache import admin, store
+    from trainer.models.sources import WheelGGUF
+
+    source = WheelGGUF("wheel-model", package="p", module="m")
+    monkeypatch.setattr(WheelGGUF, "fingerprint", lambda self: "f" * 64)
+    monkeypatch.setattr(WheelGGUF, "_convert", lambda self, folder: store.write_manifest(
+        folder.mkdir(parents=True) or folder, {"fingerprint": "f" * 64}))
+    folder = source.converted_folder()
+    os.utime(folder, (1, 1))  # converted long ago
+    assert admin.select(admin.entries(), None, 3600) != [], "an old, unused conversion is old"
+    source.converted_folder()  # a run loads it
+    assert admin.select(admin.entries(), None, 3600) == []

@@ -190,6 +190,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def mark_used(path: Path) -> None:
+    """Touch `path`: the cache's ages (`python -m trainer cache --older-than`) count from the last use, so a
+    converted model every run loads is not taken for an unused one."""
+    os.utime(path)
+
+
 def write_manifest(folder: Path, extra: dict) -> None:
     """Checksums of every file in the folder; written last, so its presence means complete."""
     files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}

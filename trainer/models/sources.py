@@ -112,6 +112,7 @@ class WheelGGUF(ModelSource):
         with store.locked(folder.with_suffix(".lock")):
             if not (folder / store.MANIFEST).exists():
                 self._convert(folder)
+            store.mark_used(folder)
         return folder
 
     def _convert(self, folder: Path) -> None:
