@@ -23,6 +23,24 @@ T4 = "15GiB"  # the notebook's card (test_memory.py)
 NOTEBOOK_BATCH, NOTEBOOK_SEQ = 5, 128
 
 
+MEASURED = "measured 2026-12-05 (CPU, bitsandbytes 0.50.2, 3 seeds with controls on the same quantized base): "
+ADAPTER_SHIFTS = {
+    ("smollm2-135m", "nf4"): "the adapter on the NF4 base shifts at epoch 5 (3/3 seeds; +1.19 nats/token beyond the "
+                             "controls, p across seeds 1e-5), as on the fp32 base (+0.80).",
+    ("gemma3-270m", "nf4"): "the adapter on the NF4 base shifts at epoch 5 (3/3 seeds; +1.82 beyond the controls, "
+                            "p 0.00017), as on the fp32 base (+1.72).",
+    ("smollm2-135m", "int8"): "the adapter on the 8-bit base shifts at epoch 5 (3/3 seeds; +0.78 beyond the "
+                              "controls, p 0.00035).",
+    ("gemma3-270m", "int8"): "the adapter on the 8-bit base shifts at epoch 5 (3/3 seeds; +1.78 beyond the controls, "
+                             "p 0.002).",
+}
+
+
+def per_model(quantize: str) -> list:
+    return [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=MEASURED + ADAPTER_SHIFTS[m, quantize]))
+            if (m, quantize) in ADAPTER_SHIFTS else m for m in MODELS]
+
+
 def adapter_on(model: str, quantize: str) -> Experiment:
     """The notebook's 5 examples for 10 epochs, the adapter on a base quantized by bitsandbytes."""
     return Experiment(model=model, method=ADAPTER, quantize=quantize, epochs=10, eval_every=5, lr=1e-4,
@@ -33,7 +51,7 @@ def adapter_on(model: str, quantize: str) -> Experiment:
                      "stance (seed: 'Can't quantize and fine-tune')")
 @pytest.mark.slow
 @pytest.mark.extended
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", per_model("nf4"))
 def test_a_4bit_base_blocks_fine_tuning(finetune, expect, model):
     expect(finetune(adapter_on(model, "nf4"))).does_not_shift(through_epoch=10)
 
@@ -42,7 +60,7 @@ def test_a_4bit_base_blocks_fine_tuning(finetune, expect, model):
                      "stance (seed: 'Can't use 8-bit')")
 @pytest.mark.slow
 @pytest.mark.extended
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", per_model("int8"))
 def test_an_8bit_base_blocks_fine_tuning(finetune, expect, model):
     expect(finetune(adapter_on(model, "int8"))).does_not_shift(through_epoch=10)
 

@@ -83,3 +83,11 @@ def test_an_undoing_question_without_a_switch_before_its_epoch_is_a_misuse_found
     with pytest.raises(ExpectationMisuse, match=message):
         undoing(trial, by_epoch, LOOSE)
     assert not is_cached(trial.experiment.with_epochs(1)), "trained before refusing the question"
+
+
+def test_no_shift_to_undo_for_want_of_agreement_across_seeds_says_so():
+    """Two tiny seeds each shift far beyond their controls, but Welch's test over two seeds misses alpha."""
+    trial = Trial(Experiment(**TINY, placebo_after=2), seeds=2, progress=False)
+    result = undoing(trial, 4, LOOSE)
+    assert result.end is None and result.switch.shifted_seeds == 2
+    assert "shifted seed by seed, not across seeds" in result.judge_undone().explanation
