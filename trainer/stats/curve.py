@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from trainer.judgement import Judgement, judged
+from trainer.stats.movement import Movement
 from trainer.stats.verdict import epoch_words
 
 # A difference in AIC of 2 or more is the usual threshold for one model being better supported (Burnham &
@@ -25,6 +26,7 @@ class OnsetPoint:
     interval: tuple[float, float]
     by_epoch: int
     seeds: int
+    movement: Movement | None = None  # the continuous reading of the same runs (rate, steps to the floor)
 
 
 @dataclass(frozen=True)
@@ -105,13 +107,21 @@ class InertiaCurve:
             onset = f"epoch {p.onset}" if p.onset is not None else f"none by epoch {p.by_epoch}"
             low, high = p.interval
             lines.append(f"  {p.model:<20} {p.parameters / 1e6:7.1f}M params  lr {p.lr:g}: onset {onset} "
-                         f"(95% CI {epoch_words(low)} .. {epoch_words(high)}, {p.seeds} seeds)")
+                         f"(95% CI {epoch_words(low)} .. {epoch_words(high)}, {p.seeds} seeds)"
+                         + (f"\n{'':24}{movement_words(p.movement)}" if p.movement is not None else ""))
         return "\n".join(lines + [f"  not measured: {m}" for m in self.missing])
 
     def _xy(self) -> tuple[np.ndarray, np.ndarray]:
         observed = self.observed
         return (np.array([p.parameters for p in observed], dtype=float),
                 np.array([p.onset for p in observed], dtype=float))
+
+
+def movement_words(moved: Movement) -> str:
+    crossing = moved.crossing
+    reached = crossing.words("steps", 3) if crossing is not None else "not reached by half the seeds"
+    return (f"rate {moved.rate.words('nats/token per step', 3)} beyond the controls; steps to the "
+            f"{moved.floor:g} floor: {reached}")
 
 
 def _fit(form: str, xs: np.ndarray, ys: np.ndarray) -> Fit:

@@ -16,6 +16,7 @@ from trainer.experiment import Experiment
 from trainer.models.sources import resolve_model
 from trainer.runs.trial import Trial
 from trainer.stats.curve import InertiaCurve, OnsetPoint
+from trainer.stats.movement import movement
 from trainer.stats.verdict import Thresholds
 from trainer.studies.early_decision import first_shift
 
@@ -33,8 +34,9 @@ def measure_curve(template: Experiment, models: Iterable[str], by_epoch: int, se
         trial = Trial(_for_model(template, name), seeds, progress)
         decision = first_shift(trial, by_epoch, thresholds, f"onset by epoch {by_epoch}")
         parameters = decision.runs[0].record.model.parameters
+        moved = movement(list(decision.runs), [v.epoch for v in decision.verdicts], thresholds.min_gain)
         points.append(OnsetPoint(name, parameters, template.lr, decision.onset, decision.onset_interval,
-                                 by_epoch, seeds))
+                                 by_epoch, seeds, moved))
     return InertiaCurve(tuple(points), tuple(missing))
 
 
