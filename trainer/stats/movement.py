@@ -99,13 +99,12 @@ def movement(runs: list[Run], epochs: list[int], floor: float) -> Movement:
     """Rate at the first of `epochs` and steps to `floor` over all of them, for each seed (its control attached)."""
     if not runs or not epochs:
         raise ExpectationMisuse("a movement needs at least one run and one evaluated epoch")
-    first = epochs[0]
-    first_steps = steps_through(runs[0], first)
-    if first_steps <= 0:
-        raise ExpectationMisuse(f"epoch {first} trained no optimizer step; rates are per step")
     rates, crossings = [], []
     for run in runs:
         points = [(steps_through(run, e), beyond_control(run, e)) for e in epochs]
+        if points[0][0] <= 0:
+            raise ExpectationMisuse(f"{run.model} seed {run.seed}: epoch {epochs[0]} trained no optimizer step; "
+                                    f"rates are per step")
         rates.append(points[0][1] / points[0][0])
         crossings.append(crossing_steps(points, floor))
-    return Movement(tuple(rates), tuple(crossings), floor, first_steps)
+    return Movement(tuple(rates), tuple(crossings), floor, steps_through(runs[0], epochs[0]))

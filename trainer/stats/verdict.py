@@ -162,6 +162,13 @@ class SeedsVerdict:
         return self.majority and self.seeds_agree
 
     @property
+    def short_of_agreement(self) -> bool:
+        """A majority shifted on its own and the gain beyond the controls passes the floor, but the test across
+        seeds missed alpha: not shifted for want of agreement (or of seeds), not for want of movement."""
+        return self.majority and self.gain_beyond_controls >= self.min_gain and \
+            not self.p_across_seeds < self.alpha_per_look
+
+    @property
     def mean_gain(self) -> float:
         return float(np.mean([v.gain for v in self.per_seed]))
 

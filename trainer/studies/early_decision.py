@@ -108,8 +108,7 @@ class Decision:
         agreement (or of seeds), not for want of movement."""
         if self.onset is not None:
             return None
-        return next((v for v in self.verdicts if v.majority and v.gain_beyond_controls >= v.min_gain
-                     and not v.p_across_seeds < v.alpha_per_look), None)
+        return next((v for v in self.verdicts if v.short_of_agreement), None)
 
     def seeds_words(self) -> str:
         """ "shifted seed by seed, not across seeds" with the figures, or nothing."""

@@ -64,8 +64,7 @@ class Undoing:
             look = self.switch
             by_seed = (f"; {look.shifted_seeds}/{len(self.runs)} seeds shifted on their own, but the test across "
                        f"seeds missed alpha (p {look.p_across_seeds:.2g} vs {look.alpha_per_look:.2g}): shifted seed "
-                       f"by seed, not across seeds" if look.majority and look.gain_beyond_controls >= look.min_gain
-                       else "")
+                       f"by seed, not across seeds" if look.short_of_agreement else "")
             return f"{self.subject}: no shift to undo, {switch}{by_seed}"
         state = ("back within it" if not self.end.shifted else
                  f"not back within it: a residue below the {self.thresholds.min_gain:g} floor that every test still "
@@ -76,10 +75,9 @@ class Undoing:
 
     def judge_undone(self) -> Judgement:
         """"Placebo training undoes the shift": the run shifted at the switch and no longer at the end."""
-        if self.end is None:
-            return judged(False, f"{self.words()}.\n{self.explain()}\nThere was no shift for the placebo to undo: "
-                                 f"train longer or at a higher lr before the switch (placebo_after).")
-        return judged(self.undone, f"{self.words()}.\n{self.explain()}")
+        hint = ("\nThere was no shift for the placebo to undo: train longer or at a higher lr before the switch "
+                "(placebo_after)." if self.end is None else "")
+        return judged(self.undone, f"{self.words()}.\n{self.explain()}{hint}")
 
 
 def undoing(trial: Trial, by_epoch: int, thresholds: Thresholds) -> Undoing:
