@@ -166,9 +166,10 @@ def _assemble(exp: Experiment, batch, seq, device, parameters, trace, layers, vo
         notes.append("fsdp2: the root group (embeddings, head, final norm) stays gathered from forward to backward; "
                      "two decoder layers' weights (one prefetched) and one layer's gradients at a time")
     if exp.quantize:
-        parts["weights"] -= zero.FP32 * full.frozen_linear_values - quantized_bytes(full, exp.quantize)
+        stored = quantized_bytes(full, exp.quantize)
+        parts["weights"] -= zero.FP32 * full.frozen_linear_values - stored
         notes.append(f"quantize={exp.quantize}: the decoder layers' frozen linear weights "
-                     f"({full.frozen_linear_values:,} values) in {format_bytes(quantized_bytes(full, exp.quantize))} "
+                     f"({full.frozen_linear_values:,} values) in {format_bytes(stored)} "
                      "(bitsandbytes' layout, computed, not traced); one dequantized fp32 weight at a time not counted")
     if exp.optimizer == "adamw-8bit":
         parts["optimizer"] += full.trainable_8bit_state
@@ -269,5 +270,5 @@ def _trace_to_json(trace: StepTrace) -> dict:
 
 def _trace_from_json(data: dict) -> StepTrace:
     return StepTrace({name: Footprint(**f) for name, f in data["events"].items()}, int(data["trainable"]),
-                     int(data["trainable_8bit_state"]), int(data.get("frozen_linear_values", 0)),
-                     int(data.get("frozen_linear_rows", 0)))
+                     int(data["trainable_8bit_state"]), int(data["frozen_linear_values"]),
+                     int(data["frozen_linear_rows"]))
