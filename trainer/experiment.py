@@ -88,6 +88,8 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 # A frozen base stored in fewer bits (bitsandbytes): "nf4" is QLoRA's 4-bit NormalFloat with double
 # quantization, "int8" LLM.int8(). Only an adapter trains around it (trainer.models.quantized).
 QUANTIZATIONS: tuple[str | None, ...] = (None, "nf4", "int8")
+# Fields added after runs were keyed: they enter a key (run or memory trace) only when set, so older keys stay.
+KEYED_WHEN_SET: tuple[str, ...] = ("quantize", "placebo_after")
 # The fields that decide where a training step's bytes live (the memory planner's whole vocabulary).
 MEMORY_FIELDS: tuple[str, ...] = ("method", "precision", "optimizer", "offload", "checkpointing", "clip", "quantize")
 
@@ -238,15 +240,12 @@ class Experiment:
         fields = dataclasses.asdict(self)
         fields.pop("epochs")
         fields.pop("resumable")
-        for optional in ("quantize", "placebo_after"):
-            if fields[optional] is None:
-                fields.pop(optional)
-        return fields
+        return {name: value for name, value in fields.items() if name not in KEYED_WHEN_SET or value is not None}
 
     def memory_fields(self) -> dict:
         """What decides a step's bytes besides the model and the batch (JSON-able; see MEMORY_FIELDS)."""
         fields = dataclasses.asdict(self)
-        return {name: fields[name] for name in MEMORY_FIELDS if name != "quantize" or fields[name] is not None}
+        return {name: fields[name] for name in MEMORY_FIELDS if name not in KEYED_WHEN_SET or fields[name] is not None}
 
     @classmethod
     def from_fields(cls, fields: dict) -> Experiment:
@@ -290,8 +289,8 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        precision = ("" if self.precision == "fp32" else f"/{self.precision}") + (f"/{self.quantize}" if self.quantize
-                                                                                   else "")
+        precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        precision += f"/{self.quantize}" if self.quantize else ""
         data = self.data + (f"-then-control@{self.placebo_after}" if self.placebo_after else "")
         return f"{self.model}/{self.method.kind}{precision}/{self.behavior}:{data}/lr={self.lr:g}/seed={self.seed}"
 
