@@ -14,7 +14,7 @@ from tiny import save_tiny
 from fixtures import plugin
 from trainer import ConfigError, Experiment
 from trainer.errors import LibraryMissing
-from trainer.experiment import LoRA
+from trainer.experiment import Full, LoRA
 from trainer.models import quantized
 from trainer.models.quantized import float_weight, is_quantized, load_quantized
 from trainer.models.sources import load_folder
@@ -140,16 +140,13 @@ def test_a_quantized_base_is_keyed_apart_and_is_its_own_epoch_0(tiny_folder):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"method": None}, "a quantized base cannot train; use method=LoRA"),
+    ({"method": Full()}, "a quantized base cannot train; use method=LoRA"),
     ({"precision": "fp16"}, "use precision='fp32'"),
     ({"offload": "fsdp2"}, "use offload=None"),
     ({"optimizer": "sgd"}, "use optimizer='adamw'"),
     ({"quantize": "int4"}, "must be one of [None, 'nf4', 'int8']"),
 ])
 def test_a_quantized_request_that_cannot_train_names_the_fix(tiny_folder, fields, message):
-    from trainer.experiment import Full
-
-    fields = {k: Full() if k == "method" else v for k, v in fields.items()}
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         qlora(tiny_folder, **fields)
 
