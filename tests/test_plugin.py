@@ -224,16 +224,18 @@ def test_curve(inertia_curve, expect_curve):
     curve = inertia_curve(tiny(1e-3, epochs=2), ["tiny-llama", "tiny-phi", "phi-2"], by_epoch=2, reported=reported)
     assert [p.model for p in curve.points] == ["tiny-llama", "tiny-phi"]
     assert curve.missing and curve.missing[0].startswith("phi-2:")
-    expect_curve(curve).increases_with_size()
+    expect_curve(curve).slower_with_size()
 ''', "--ft-seeds", "1", "--alluredir", str(results))
     result.assert_outcomes(failed=1)  # two points: no correlation can be shown, and the message says why
     result.stdout.fnmatch_lines(["*onset does not grow with size: Spearman rho nan*", "*tiny-llama*params*onset*",
                                  "*not measured: phi-2*"])
     written = sorted(p.name for p in (suite.path / "reports" / "inertia").iterdir())
-    assert written == ["onset-vs-size-lr0.001-2-of-3-models-measured.csv",
+    assert written == ["onset-vs-size-lr0.001-2-of-3-models-measured-movement.png",
+                       "onset-vs-size-lr0.001-2-of-3-models-measured.csv",
                        "onset-vs-size-lr0.001-2-of-3-models-measured.png"], "the title counts what was measured"
     attachments = [a for p in results.glob("*-result.json") for a in json.loads(p.read_text())["attachments"]]
-    assert {"inertia curve", "onset per model", "curve statistics"} <= {a["name"] for a in attachments}
+    assert {"inertia curve: onset", "inertia curve: rate and steps to the floor", "onset and movement per model",
+            "curve statistics"} <= {a["name"] for a in attachments}
     statistics = next(a["source"] for a in attachments if a["name"] == "curve statistics")
     assert "notebook reports phi-2 (2700M params): onset 10+ epochs (reported, not measured here)" in \
         (results / statistics).read_text()

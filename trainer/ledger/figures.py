@@ -14,7 +14,7 @@ from typing import NotRequired, TypedDict
 from trainer.cache.record import Run, TopLayer
 from trainer.memory.measure import STATE_RATIO_TOLERANCE, Measured
 from trainer.memory.planner import Plan
-from trainer.stats.curve import InertiaCurve
+from trainer.stats.curve import ONSET, RATE, RATE_UNIT, InertiaCurve, OnsetPoint
 from trainer.stats.error_rates import Rate
 from trainer.stats.metrics import MetricOnset
 from trainer.studies.early_decision import Decision
@@ -178,16 +178,32 @@ def of_rate(rate: Rate) -> Figures:
     return {"rate": interval(rate.value, low, high), "hits of trials": noted(f"{rate.hits}/{rate.trials}")}
 
 
-def of_curve(curve: InertiaCurve) -> Figures:
-    """Each model's onset exactly (the fits are functions of them), the correlation and fits for the reader."""
-    figures: Figures = {f"{p.model} onset epoch at lr {p.lr:g}": exact(p.onset, EPOCH) for p in curve.points}
-    rho, p = curve.spearman()
+def of_curve(curve: InertiaCurve, by: str = ONSET) -> Figures:
+    """The reading's figure per model (an onset exactly; a rate or steps with its 95% interval over seeds), and
+    the correlation and fits for the reader (functions of those figures)."""
+    figures: Figures = {}
+    for point in curve.points:
+        figures |= _curve_point(point, by)
+    rho, p = curve.spearman(by)
     figures["spearman rho"] = noted(rho)
     figures["spearman one-sided p"] = noted(p)
-    for form, fit in (curve.fits() or {}).items():
+    for form, fit in (curve.fits(by) or {}).items():
         figures[f"{form} slope"] = noted(fit.slope)
         figures[f"{form} AIC"] = noted(fit.aic)
     return figures
+
+
+def _curve_point(point: OnsetPoint, by: str) -> Figures:
+    if by == ONSET:
+        return {f"{point.model} onset epoch at lr {point.lr:g}": exact(point.onset, EPOCH)}
+    moved = point.movement
+    if moved is None:
+        return {}
+    estimate = moved.rate if by == RATE else moved.crossing
+    name = f"{point.model} {'rate' if by == RATE else 'steps to the floor'} at lr {point.lr:g}"
+    unit = RATE_UNIT if by == RATE else "steps"
+    figure = exact(None, unit) if estimate is None else interval(estimate.mean, estimate.low, estimate.high, unit)
+    return {name: figure, f"{name}, seeds": noted(list(moved.rates if by == RATE else moved.crossings), unit)}
 
 
 def of_costs(costs: Costs) -> Figures:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from trainer.cache.record import Run
-from trainer.stats.curve import InertiaCurve, ReportedOnset
+from trainer.stats.curve import RATE, RATE_UNIT, STEPS, InertiaCurve, ReportedOnset
 from trainer.stats.verdict import EpochVerdict, bootstrap_ci
 from trainer.studies.training_time import TrainingTimes
 
@@ -175,6 +175,50 @@ def curve_plot_png(curves: Iterable[InertiaCurve], title: str, reported: Iterabl
     axis.set(xlabel="parameters", ylabel="onset epoch (first epoch a majority of seeds shifted)", title=title)
     axis.legend(fontsize=7, loc="upper left")
     return figure_png(fig)
+
+
+def movement_plot_png(curve: InertiaCurve, title: str) -> bytes:
+    """The continuous readings against parameters (log axis): each seed as a dot, the seeds' mean with its 95%
+    t-interval, the two fits dashed (linear) and dotted (log-linear); seeds that never reached the floor as ^."""
+    fig, (rate_axis, steps_axis) = new_figure(1, 2, size=(11, 4.5))
+    for axis, by in ((rate_axis, RATE), (steps_axis, STEPS)):
+        top = 0.0
+        for p in curve.points:
+            if p.movement is None:
+                continue
+            values = p.movement.rates if by == RATE else p.movement.crossings
+            reached = [v for v in values if v is not None]
+            axis.scatter([p.parameters] * len(reached), reached, color="tab:blue", alpha=0.4, s=14)
+            top = max([top, *reached])
+            estimate = p.movement.rate if by == RATE else p.movement.crossing
+            if estimate is not None:
+                axis.errorbar(p.parameters, estimate.mean, yerr=[[estimate.mean - estimate.low],
+                                                                 [estimate.high - estimate.mean]],
+                              fmt="o", color="black", capsize=4)
+            axis.annotate(p.model, (p.parameters, estimate.mean if estimate else top), fontsize=7,
+                          xytext=(4, 4), textcoords="offset points")
+        censored = [p for p in curve.points if p.movement and by == STEPS and None in p.movement.crossings]
+        for p in censored:
+            axis.scatter(p.parameters, top * 1.1 or 1.0, marker="^", color="tab:red",
+                         label=f"{p.model}: {p.movement.crossings.count(None)} seed(s) never reached the floor")
+        _plot_reading_fits(axis, curve, by)
+        axis.set_xscale("log")
+        axis.set(xlabel="parameters", title=f"{title}: {'rate' if by == RATE else 'steps to the floor'}",
+                 ylabel=f"gain beyond the control per step ({RATE_UNIT.split(' per')[0]})" if by == RATE
+                 else "optimizer steps until the gain beyond the control reaches the floor")
+        axis.legend(fontsize=7, loc="best")
+    return figure_png(fig)
+
+
+def _plot_reading_fits(axis, curve: InertiaCurve, by: str) -> None:
+    fits, reading = curve.fits(by), curve.reading(by)
+    if fits is None:
+        return
+    xs = np.geomspace(reading.parameters.min(), reading.parameters.max(), 50)
+    rho, p = curve.spearman(by)
+    axis.plot([], [], " ", label=f"Spearman rho {rho:.2f}, one-sided p {p:.2g}")
+    for fit, style in ((fits["linear"], "--"), (fits["log-linear"], ":")):
+        axis.plot(xs, fit.predict(xs), style, color="grey", label=f"{fit.form} (AIC {fit.aic:.1f})")
 
 
 def _plot_fits(axis, curve: InertiaCurve, color: str, label: str) -> None:

@@ -86,14 +86,23 @@ def onset_table_csv(onsets: dict[str, MetricOnset]) -> str:
 
 
 def curve_table_csv(curves: Iterable[InertiaCurve]) -> str:
-    lines = ["model,parameters,lr,onset,onset_ci_low,onset_ci_high,by_epoch,seeds"]
+    """One row per model: onset and its interval, then the rate and steps to the floor (mean, 95% interval,
+    seeds that reached the floor)."""
+    lines = ["model,parameters,lr,onset,onset_ci_low,onset_ci_high,by_epoch,seeds,rate,rate_ci_low,rate_ci_high,"
+             "steps_to_floor,steps_ci_low,steps_ci_high,seeds_reaching_floor"]
     for curve in curves:
         for p in curve.points:
-            lines.append(",".join(str(c) for c in (p.model, p.parameters, p.lr, "" if p.onset is None else p.onset,
-                                                   p.interval[0], p.interval[1], p.by_epoch, p.seeds)))
+            cells = [p.model, p.parameters, p.lr, "" if p.onset is None else p.onset, p.interval[0], p.interval[1],
+                     p.by_epoch, p.seeds]
+            moved = p.movement
+            rate = moved.rate if moved else None
+            crossing = moved.crossing if moved else None
+            cells += [f"{v:.6g}" if v is not None else "" for v in (
+                rate and rate.mean, rate and rate.low, rate and rate.high,
+                crossing and crossing.mean, crossing and crossing.low, crossing and crossing.high)]
+            cells.append(sum(c is not None for c in moved.crossings) if moved else "")
+            lines.append(",".join(str(c) for c in cells))
     return "\n".join(lines) + "\n"
-
-
 
 
 def training_time_csv(times: TrainingTimes) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations, permutations
 
+import numpy as np
 from scipy import stats
 
 from trainer.cache.record import Run
@@ -77,3 +79,37 @@ def _alarm_without_floor(v, thresholds: Thresholds) -> bool:
             and v.p_vs_control is not None and v.p_vs_control < v.alpha_per_look)
 
 
+
+
+def tells_apart(first: Sequence[float], second: Sequence[float], alpha: float) -> bool:
+    """The across-seeds test (Welch's t, two-sided) finds the two groups' means different at `alpha`. Groups with
+    no spread at all are told apart exactly when their means differ."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if np.ptp(first) == 0 and np.ptp(second) == 0:
+        return bool(first.mean() != second.mean())
+    return bool(stats.ttest_ind(first, second, equal_var=False).pvalue < alpha)
+
+
+def splits(values: Sequence[float], seeds: int) -> list[tuple[list[float], list[float]]]:
+    """Every way to cast `seeds` of `values` against `seeds` others, each pair of groups once."""
+    cast = []
+    for first in combinations(range(len(values)), seeds):
+        rest = [i for i in range(len(values)) if i not in first]
+        for second in combinations(rest, seeds):
+            if first < second:
+                cast.append(([values[i] for i in first], [values[i] for i in second]))
+    return cast
+
+
+def resolution_false_positive_rate(values_by_model: Sequence[Sequence[float]], seeds: int, alpha: float) -> Rate:
+    """One model's replicates split every way into two groups of `seeds`, as if they were two sizes: a split the
+    test tells apart is a false alarm (same model, same size, nothing to tell)."""
+    alarms = [tells_apart(a, b, alpha) for values in values_by_model for a, b in splits(values, seeds)]
+    return Rate(sum(alarms), len(alarms))
+
+
+def resolution_power(first: Sequence[float], second: Sequence[float], seeds: int, alpha: float) -> Rate:
+    """Every `seeds`-subset of one model's replicates against every one of another's: the share told apart."""
+    told = [tells_apart([first[i] for i in a], [second[j] for j in b], alpha)
+            for a in combinations(range(len(first)), seeds) for b in combinations(range(len(second)), seeds)]
+    return Rate(sum(told), len(told))

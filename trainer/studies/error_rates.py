@@ -15,7 +15,14 @@ from itertools import combinations
 
 from trainer.experiment import Experiment
 from trainer.runs.trial import Trial
-from trainer.stats.error_rates import Rate, false_positive_rate, pairwise_false_positive_rate
+from trainer.stats.error_rates import (
+    Rate,
+    false_positive_rate,
+    pairwise_false_positive_rate,
+    resolution_false_positive_rate,
+    resolution_power,
+)
+from trainer.stats.movement import movement
 from trainer.stats.verdict import Thresholds, judge_seeds
 
 
@@ -60,3 +67,44 @@ def _power(trial: Trial, looks: list[int], thresholds: Thresholds, seeds: int) -
         if not undecided:
             break
     return Rate(len(subsets) - len(undecided), len(subsets))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How well the rate (trainer.stats.movement) tells two models apart with `seeds` seeds each: the power a
+    saturated onset lacks. Measured on each model's `replicates` seeds at the first look, each beyond its control."""
+
+    false_positive: Rate  # one model's seeds split in two, told apart
+    power: Rate  # one model's seeds against the other's, told apart
+    rates: dict[str, tuple[float, ...]]  # model -> each replicate's rate
+    lr: float
+    look: int
+    seeds: int
+    alpha: float
+
+    def lines(self) -> list[str]:
+        return [f"rate at epoch {self.look} (lr {self.lr:g}), nats/token per step beyond the control, by seed:"] + [
+            f"  {model}: {', '.join(f'{r:.4g}' for r in rates)}" for model, rates in self.rates.items()] + [
+            f"told apart with {self.seeds} seeds each (Welch, two-sided, alpha {self.alpha:g}):",
+            f"  same model, split in two (false positives): {self.false_positive.words()}",
+            f"  the two models (power): {self.power.words()}"]
+
+
+def measure_rate_resolution(first: Experiment, second: Experiment, replicates: int, thresholds: Thresholds,
+                            seeds: int = 3, alpha: float = 0.05, progress: bool = True) -> Resolution:
+    """`replicates` seeds of each experiment (and their null controls) trained to the first look only (no
+    checkpoint kept there); every `seeds`-subset judged by the across-seeds test."""
+    if first.lr != second.lr or first.eval_every != second.eval_every:
+        raise ValueError(f"a resolution compares two models under one recipe: lr {first.lr:g} vs {second.lr:g}, "
+                         f"eval_every {first.eval_every} vs {second.eval_every}; give both the same")
+    if replicates < 2 * seeds:
+        raise ValueError(f"replicates={replicates}: splitting one model's seeds into two groups of {seeds} "
+                         f"(--ft-seeds={seeds}) needs at least {2 * seeds}; use replicates >= {2 * seeds}")
+    look = first.evaluated_epochs()[1]
+    rates = {}
+    for exp in (first, second):
+        runs = Trial(exp.with_epochs(look, resumable=False), replicates, progress).runs(look)
+        rates[exp.model] = movement(runs, [look], thresholds.min_gain).rates
+    first_rates, second_rates = rates.values()
+    return Resolution(resolution_false_positive_rate([first_rates, second_rates], seeds, alpha),
+                      resolution_power(first_rates, second_rates, seeds, alpha), rates, first.lr, look, seeds, alpha)
