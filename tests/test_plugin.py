@@ -275,6 +275,23 @@ def test_too_few_replicates(error_rates):
     result.stdout.fnmatch_lines(["*replicates=5: a placebo experiment needs 3 null runs as seeds*at least 6*"])
 
 
+def test_rate_resolution_fixture_splits_one_model_and_compares_two(suite, tmp_path):
+    import json
+
+    results = tmp_path / "allure"
+    result = run(suite, '''
+def test_resolution(rate_resolution, expect_rate):
+    first = tiny(1e-3, epochs=2)
+    second = Experiment(model="tiny-qwen2", epochs=2, eval_every=2, lr=1e-3, gen_tokens=4)
+    resolution = rate_resolution(first, second, replicates=6)
+    assert resolution.false_positive.trials == 20 and resolution.power.trials == 400
+    expect_rate(resolution.false_positive, "one tiny model told from itself").at_most(0.25)
+''', "--alluredir", str(results))
+    result.assert_outcomes(passed=1)
+    attached = {a["name"] for p in results.glob("*-result.json") for a in json.loads(p.read_text())["attachments"]}
+    assert "the rate's resolution at lr 0.001" in attached
+
+
 def test_options_reach_the_library_as_one_settings_object_not_the_environment(suite, tmp_path, monkeypatch):
     """--ft-cache-dir and --ft-parallel-runs become the active Settings inside the session (the environment
     is left alone), and the caller's settings come back when the session ends."""
