@@ -38,6 +38,21 @@ def test_the_rank_correlation_p_is_exact_for_a_short_curve_where_the_t_approxima
     assert rank_correlation(sizes, values[::-1], "less")[1] == pytest.approx(0.05)
 
 
+def test_a_rank_correlation_it_cannot_compute_is_nan_not_a_p_of_0():
+    for values in ([1.0, np.nan, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0], [1.0, 2.0]):
+        assert all(np.isnan(rank_correlation(np.array(SIZES[: len(values)]), np.array(values), "greater")))
+
+
+def test_a_reading_too_short_to_reach_alpha_says_it_cannot_decide():
+    three = InertiaCurve(tuple(OnsetPoint(f"m{i}", int(n), 1e-6, i + 1, (1, 1), 6, 3) for i, n in
+                               enumerate(SIZES[:3])), ())
+    judgement = three.judge_slower_with_size(0.05, by="onset")
+    assert not judgement.holds, "3 onsets in order: the exact p is 1/6"
+    assert "no ordering reaches p < 0.05 (the smallest is 0.167), so this reading cannot decide" in \
+        judgement.explanation
+    assert "cannot decide" not in curve(lambda n: (0.3, 0.2, 0.1)).judge_slower_with_size(0.05, by="rate").explanation
+
+
 def test_the_rate_falls_and_the_steps_grow_when_larger_models_are_slower():
     slower = curve(lambda n: 0.1 / np.log10(n) + np.array([0.0, 0.0001, 0.0002]),
                    lambda n: np.log10(n) + np.array([0.0, 0.1, 0.2]))
@@ -107,5 +122,10 @@ def test_the_rate_s_resolution_is_measured_on_replicate_runs_to_the_first_look()
     assert "the two models (power)" in "\n".join(resolution.lines())
     with pytest.raises(ValueError, match="under one recipe"):
         measure_rate_resolution(Experiment(**tiny), Experiment(**{**tiny, "lr": 1e-4}), 4, Thresholds(), 2)
+    qwen = Experiment(**{**tiny, "model": "tiny-qwen2"})
     with pytest.raises(ValueError, match="replicates >= 4"):
-        measure_rate_resolution(Experiment(**tiny), Experiment(**tiny), 3, Thresholds(), 2)
+        measure_rate_resolution(Experiment(**tiny), qwen, 3, Thresholds(), 2)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        measure_rate_resolution(Experiment(**tiny), qwen, 4, Thresholds(), 1)
+    with pytest.raises(ValueError, match="tiny-llama twice"):
+        measure_rate_resolution(Experiment(**tiny), Experiment(**tiny), 4, Thresholds(), 2)

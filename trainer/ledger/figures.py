@@ -14,7 +14,7 @@ from typing import NotRequired, TypedDict
 from trainer.cache.record import Run, TopLayer
 from trainer.memory.measure import STATE_RATIO_TOLERANCE, Measured
 from trainer.memory.planner import Plan
-from trainer.stats.curve import ONSET, RATE, RATE_UNIT, InertiaCurve, OnsetPoint
+from trainer.stats.curve import ONSET, RATE, RATE_UNIT, WHAT, InertiaCurve, OnsetPoint
 from trainer.stats.error_rates import Rate
 from trainer.stats.metrics import MetricOnset
 from trainer.studies.early_decision import Decision
@@ -199,11 +199,10 @@ def _curve_point(point: OnsetPoint, by: str) -> Figures:
     moved = point.movement
     if moved is None:
         return {}
-    estimate = moved.rate if by == RATE else moved.crossing
-    name = f"{point.model} {'rate' if by == RATE else 'steps to the floor'} at lr {point.lr:g}"
-    unit = RATE_UNIT if by == RATE else "steps"
+    estimate, unit = moved.over_seeds(by), RATE_UNIT if by == RATE else "steps"
+    name = f"{point.model} {WHAT[by]} at lr {point.lr:g}"
     figure = exact(None, unit) if estimate is None else interval(estimate.mean, estimate.low, estimate.high, unit)
-    return {name: figure, f"{name}, seeds": noted(list(moved.rates if by == RATE else moved.crossings), unit)}
+    return {name: figure, f"{name}, seeds": noted(list(moved.per_seed(by)), unit)}
 
 
 def of_costs(costs: Costs) -> Figures:

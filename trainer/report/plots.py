@@ -10,7 +10,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from trainer.cache.record import Run
-from trainer.stats.curve import RATE, RATE_UNIT, STEPS, InertiaCurve, ReportedOnset
+from trainer.stats.curve import WHAT, InertiaCurve, ReportedOnset
+from trainer.stats.movement import RATE, STEPS
 from trainer.stats.verdict import EpochVerdict, bootstrap_ci
 from trainer.studies.training_time import TrainingTimes
 
@@ -180,34 +181,39 @@ def curve_plot_png(curves: Iterable[InertiaCurve], title: str, reported: Iterabl
 def movement_plot_png(curve: InertiaCurve, title: str) -> bytes:
     """The continuous readings against parameters (log axis): each seed as a dot, the seeds' mean with its 95%
     t-interval, the two fits dashed (linear) and dotted (log-linear); seeds that never reached the floor as ^."""
-    fig, (rate_axis, steps_axis) = new_figure(1, 2, size=(11, 4.5))
-    for axis, by in ((rate_axis, RATE), (steps_axis, STEPS)):
+    fig, axes = new_figure(1, 2, size=(11, 4.5))
+    for axis, by in zip(axes, (RATE, STEPS)):
         top = 0.0
         for p in curve.points:
-            if p.movement is None:
-                continue
-            values = p.movement.rates if by == RATE else p.movement.crossings
-            reached = [v for v in values if v is not None]
-            axis.scatter([p.parameters] * len(reached), reached, color="tab:blue", alpha=0.4, s=14)
-            top = max([top, *reached])
-            estimate = p.movement.rate if by == RATE else p.movement.crossing
-            if estimate is not None:
-                axis.errorbar(p.parameters, estimate.mean, yerr=[[estimate.mean - estimate.low],
-                                                                 [estimate.high - estimate.mean]],
-                              fmt="o", color="black", capsize=4)
-            axis.annotate(p.model, (p.parameters, estimate.mean if estimate else top), fontsize=7,
-                          xytext=(4, 4), textcoords="offset points")
-        censored = [p for p in curve.points if p.movement and by == STEPS and None in p.movement.crossings]
-        for p in censored:
-            axis.scatter(p.parameters, top * 1.1 or 1.0, marker="^", color="tab:red",
-                         label=f"{p.model}: {p.movement.crossings.count(None)} seed(s) never reached the floor")
+            if p.movement is not None:
+                top = max(top, _plot_seeds(axis, p, by))
+        for p in curve.points:
+            censored = p.movement.per_seed(by).count(None) if p.movement else 0
+            if censored:
+                axis.scatter(p.parameters, top * 1.1 or 1.0, marker="^", color="tab:red",
+                             label=f"{p.model}: {censored} seed(s) never reached the floor")
         _plot_reading_fits(axis, curve, by)
         axis.set_xscale("log")
-        axis.set(xlabel="parameters", title=f"{title}: {'rate' if by == RATE else 'steps to the floor'}",
-                 ylabel=f"gain beyond the control per step ({RATE_UNIT.split(' per')[0]})" if by == RATE
+        axis.set(xlabel="parameters", title=f"{title}: {WHAT[by]}",
+                 ylabel="gain beyond the control per step (nats/token)" if by == RATE
                  else "optimizer steps until the gain beyond the control reaches the floor")
         axis.legend(fontsize=7, loc="best")
     return figure_png(fig)
+
+
+def _plot_seeds(axis, point, by: str) -> float:
+    """One model's seeds as dots and their mean with its interval; returns the highest value drawn."""
+    reached = [v for v in point.movement.per_seed(by) if v is not None]
+    axis.scatter([point.parameters] * len(reached), reached, color="tab:blue", alpha=0.4, s=14)
+    summary = point.movement.over_seeds(by)
+    if summary is not None:
+        axis.errorbar(point.parameters, summary.mean, yerr=[[summary.mean - summary.low],
+                                                            [summary.high - summary.mean]], fmt="o", color="black",
+                      capsize=4)
+    top = max(reached, default=0.0)
+    axis.annotate(point.model, (point.parameters, summary.mean if summary else top), fontsize=7, xytext=(4, 4),
+                  textcoords="offset points")
+    return top
 
 
 def _plot_reading_fits(axis, curve: InertiaCurve, by: str) -> None:

@@ -18,14 +18,15 @@ from scipy import stats
 
 from trainer.errors import ExpectationMisuse
 from trainer.judgement import Judgement, judged
-from trainer.stats.movement import Movement
+from trainer.stats.movement import RATE, STEPS, Movement
 from trainer.stats.verdict import epoch_words
 
 # A difference in AIC of 2 or more is the usual threshold for one model being better supported (Burnham &
 # Anderson); below it the two forms fit the points about equally well.
 AIC_MARGIN = 2.0
-ONSET, RATE, STEPS = "onset", "rate", "steps"
+ONSET = "onset"
 READINGS = (ONSET, RATE, STEPS)
+WHAT = {ONSET: "onset", RATE: "rate", STEPS: "steps to the floor"}  # each reading in words
 RATE_UNIT = "nats/token per step"
 # Orderings drawn for a permutation p when there are more than this many (12 points have 479M); fewer are
 # enumerated, so the p of a short curve is exact.
@@ -76,10 +77,9 @@ class Fit:
 class Reading:
     """The curve read one way: (parameters, value) points and the direction in which "slower" lies."""
 
-    by: str
     parameters: np.ndarray
     values: np.ndarray
-    what: str  # "onset", "rate", "steps to the floor", for messages
+    what: str  # WHAT[by], for messages
     slower_is_higher: bool  # onsets and steps grow for a slower model; its rate falls
     left_out: int = 0  # censored values (no onset, or a seed that never reached the floor)
 
@@ -90,6 +90,17 @@ class Reading:
     def slower(self, slope: float) -> bool:
         """Whether a fitted slope or a correlation points the slower way."""
         return slope > 0 if self.slower_is_higher else slope < 0
+
+    def trend(self, holds: bool) -> str:
+        return {(True, True): "grows", (True, False): "does not grow", (False, True): "falls",
+                (False, False): "does not fall"}[(self.slower_is_higher, holds)]
+
+    def smallest_p(self) -> float:
+        """The p of the most extreme ordering these values allow: at or above alpha, the reading cannot decide
+        (3 distinct points: 1/6; 4: 1/24)."""
+        order = np.argsort(np.argsort(self.parameters, kind="stable"), kind="stable")
+        best = np.sort(self.values)[order] if self.slower_is_higher else np.sort(self.values)[::-1][order]
+        return rank_correlation(self.parameters, best, self.alternative)[1]
 
 
 @dataclass(frozen=True)
@@ -103,26 +114,19 @@ class InertiaCurve:
 
     def reading(self, by: str = ONSET) -> Reading:
         """The points of one reading: onsets per model (censored left out), rates or reached steps per seed."""
+        if by not in READINGS:
+            raise ExpectationMisuse(f"by={by!r}: an inertia curve is read by one of {', '.join(READINGS)}")
         if by == ONSET:
-            observed = self.observed
-            return Reading(by, np.array([p.parameters for p in observed], dtype=float),
-                           np.array([p.onset for p in observed], dtype=float), "onset", True,
-                           len(self.points) - len(observed))
-        moved = [p for p in self.points if p.movement is not None]
-        if by == RATE:
-            pairs = [(p.parameters, rate) for p in moved for rate in p.movement.rates]
-            return Reading(by, *_columns(pairs), "rate", False)
-        if by == STEPS:
-            every = [(p.parameters, c) for p in moved for c in p.movement.crossings]
-            pairs = [(n, c) for n, c in every if c is not None]
-            return Reading(by, *_columns(pairs), "steps to the floor", True, len(every) - len(pairs))
-        raise ExpectationMisuse(f"by={by!r}: an inertia curve is read by one of {', '.join(READINGS)}")
+            every = [(p.parameters, p.onset) for p in self.points]
+        else:
+            every = [(p.parameters, v) for p in self.points if p.movement is not None for v in p.movement.per_seed(by)]
+        kept = [(n, v) for n, v in every if v is not None]
+        return Reading(np.array([n for n, _ in kept], dtype=float), np.array([v for _, v in kept], dtype=float),
+                       WHAT[by], by != RATE, len(every) - len(kept))
 
     def spearman(self, by: str = ONSET) -> tuple[float, float]:
-        """(rho, one-sided permutation p toward "slower with size"); nan when fewer than 3 points or all tied."""
+        """(rho, one-sided permutation p toward "slower with size"); nan when it cannot be computed."""
         reading = self.reading(by)
-        if len(reading.values) < 3 or np.ptp(reading.values) == 0 or np.ptp(reading.parameters) == 0:
-            return float("nan"), float("nan")
         return rank_correlation(reading.parameters, reading.values, reading.alternative)
 
     def fits(self, by: str = ONSET) -> dict[str, Fit] | None:
@@ -137,11 +141,10 @@ class InertiaCurve:
         reading = self.reading(by)
         rho, p = self.spearman(by)
         holds = reading.slower(rho) and p < alpha
-        trend = ("grows" if reading.slower_is_higher else "falls") if holds else \
-            ("does not grow" if reading.slower_is_higher else "does not fall")
-        return judged(holds, f"{reading.what} {trend} with size: Spearman rho {rho:.2f}, one-sided p {p:.3g} "
-                             f"over {len(reading.values)} points{_left_out(reading)} (needs rho "
-                             f"{'>' if reading.slower_is_higher else '<'} 0 and p < {alpha}).\n{self.lines()}")
+        sign = ">" if reading.slower_is_higher else "<"
+        return judged(holds, f"{reading.what} {reading.trend(holds)} with size: Spearman rho {rho:.2f}, one-sided p "
+                             f"{p:.3g} over {len(reading.values)} points{_left_out(reading)} (needs rho {sign} 0 and "
+                             f"p < {alpha}){_undecidable(reading, alpha)}.\n{self.lines()}")
 
     def judge_log_linear_fits_better(self, by: str = ONSET) -> Judgement:
         """The reading moves the slower way with size and its log-linear fit beats the linear one by AIC_MARGIN."""
@@ -181,20 +184,21 @@ class InertiaCurve:
 
 def rank_correlation(xs: np.ndarray, ys: np.ndarray, alternative: str) -> tuple[float, float]:
     """Spearman's rho and its one-sided p by permutation (exact up to PERMUTATIONS orderings, else that many drawn
-    with a fixed seed, so a figure repeats). scipy's spearmanr p is a t approximation, too liberal for 4-12
-    points with ties (3 seeds share a size): with 3 seeds against 3 it gives p 0.011 where the exact p is 0.05."""
-    x_ranks = stats.rankdata(xs)
-    x_centred = x_ranks - x_ranks.mean()
+    with a fixed seed, so a figure repeats); nan for fewer than 3 points, a non-finite value or no spread. scipy's
+    spearmanr p is a t approximation, too liberal for 4-12 points with ties (3 seeds share a size): with 3 seeds
+    against 3 it gives p 0.011 where the exact p is 0.05."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if len(ys) < 3 or not np.isfinite(ys).all() or np.ptp(ys) == 0 or np.ptp(xs) == 0:
+        return float("nan"), float("nan")
+    x_centred = stats.rankdata(xs) - (len(xs) + 1) / 2
 
     def rho(y: np.ndarray, axis: int = -1) -> np.ndarray:
-        y_ranks = stats.rankdata(y, axis=axis)
-        y_centred = y_ranks - y_ranks.mean(axis=axis, keepdims=True)
+        y_centred = stats.rankdata(y, axis=axis) - (y.shape[axis] + 1) / 2
         return (y_centred * x_centred).sum(axis=axis) / np.sqrt((y_centred ** 2).sum(axis=axis)
                                                                 * (x_centred ** 2).sum())
 
-    test = stats.permutation_test((np.asarray(ys, dtype=float),), rho, permutation_type="pairings",
-                                  vectorized=True, n_resamples=PERMUTATIONS, alternative=alternative,
-                                  rng=np.random.default_rng(0))
+    test = stats.permutation_test((ys,), rho, permutation_type="pairings", vectorized=True,
+                                  n_resamples=PERMUTATIONS, alternative=alternative, rng=np.random.default_rng(0))
     return float(test.statistic), float(test.pvalue)
 
 
@@ -205,8 +209,13 @@ def movement_words(moved: Movement) -> str:
             f"{moved.floor:g} floor: {reached}")
 
 
-def _columns(pairs: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([n for n, _ in pairs], dtype=float), np.array([v for _, v in pairs], dtype=float)
+def _undecidable(reading: Reading, alpha: float) -> str:
+    """Said when no ordering of these points could reach alpha: the reading has no power here, whatever it shows."""
+    if len(reading.values) < 3 or not np.isfinite(reading.values).all() or np.ptp(reading.values) == 0:
+        return ""
+    smallest = reading.smallest_p()
+    return "" if smallest < alpha else (f"; with {len(reading.values)} points no ordering reaches p < {alpha} (the "
+                                        f"smallest is {smallest:.3g}), so this reading cannot decide here")
 
 
 def _left_out(reading: Reading) -> str:

@@ -79,8 +79,6 @@ def _alarm_without_floor(v, thresholds: Thresholds) -> bool:
             and v.p_vs_control is not None and v.p_vs_control < v.alpha_per_look)
 
 
-
-
 def tells_apart(first: Sequence[float], second: Sequence[float], alpha: float) -> bool:
     """The across-seeds test (Welch's t, two-sided) finds the two groups' means different at `alpha`. Groups with
     no spread at all are told apart exactly when their means differ."""

@@ -24,6 +24,7 @@ from trainer.cache.record import Run
 from trainer.errors import ExpectationMisuse
 
 CONFIDENCE = 0.95
+RATE, STEPS = "rate", "steps"  # the two continuous readings, as `by` names them
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ class Movement:
     @property
     def rate(self) -> Estimate:
         return estimate(self.rates)
+
+    def per_seed(self, by: str) -> tuple[float | None, ...]:
+        """Each seed's value of one reading: its rate, or its steps to the floor (None: not reached)."""
+        return self.rates if by == RATE else self.crossings
+
+    def over_seeds(self, by: str) -> Estimate | None:
+        """The seeds' mean with its interval for one reading (None: too few seeds reached the floor)."""
+        return self.rate if by == RATE else self.crossing
 
     @property
     def crossing(self) -> Estimate | None:

@@ -72,7 +72,11 @@ def _power(trial: Trial, looks: list[int], thresholds: Thresholds, seeds: int) -
 @dataclass(frozen=True)
 class Resolution:
     """How well the rate (trainer.stats.movement) tells two models apart with `seeds` seeds each: the power a
-    saturated onset lacks. Measured on each model's `replicates` seeds at the first look, each beyond its control."""
+    saturated onset lacks. Measured on each model's `replicates` seeds at the first look, each beyond its control,
+    with the across-seeds test (Welch) on one pair of models: the resolution of the measure itself. The curve's
+    own judgement (Spearman over every model's seeds) is another test; with two models of 3 seeds its exact p
+    cannot go below 1/20, so it is not what is measured here. Splits share runs, so the exact intervals of these
+    rates are narrower than independent trials would give."""
 
     false_positive: Rate  # one model's seeds split in two, told apart
     power: Rate  # one model's seeds against the other's, told apart
@@ -97,6 +101,10 @@ def measure_rate_resolution(first: Experiment, second: Experiment, replicates: i
     if first.lr != second.lr or first.eval_every != second.eval_every:
         raise ValueError(f"a resolution compares two models under one recipe: lr {first.lr:g} vs {second.lr:g}, "
                          f"eval_every {first.eval_every} vs {second.eval_every}; give both the same")
+    if first.model == second.model:
+        raise ValueError(f"a resolution compares two models, got {first.model} twice; give another as `second`")
+    if seeds < 2:
+        raise ValueError(f"seeds={seeds}: Welch's test needs at least 2 seeds a group (--ft-seeds >= 2)")
     if replicates < 2 * seeds:
         raise ValueError(f"replicates={replicates}: splitting one model's seeds into two groups of {seeds} "
                          f"(--ft-seeds={seeds}) needs at least {2 * seeds}; use replicates >= {2 * seeds}")
