@@ -194,10 +194,11 @@ def movement_plot_png(curve: InertiaCurve, title: str) -> bytes:
                              label=f"{p.model}: {censored} seed(s) never reached the floor")
         _plot_reading_fits(axis, curve, by)
         axis.set_xscale("log")
-        axis.set(xlabel="parameters", title=f"{title}: {WHAT[by]}",
+        axis.set(xlabel="parameters", title=f"{WHAT[by]} by size (mean over seeds, 95% CI)",
                  ylabel="gain beyond the control per step (nats/token)" if by == RATE
-                 else "optimizer steps until the gain beyond the control reaches the floor")
+                 else "optimizer steps to the floor, beyond the control")
         axis.legend(fontsize=7, loc="best")
+    fig.suptitle(title.replace("onset vs size", "movement vs size"), fontsize=10)
     return figure_png(fig)
 
 
