@@ -14,7 +14,7 @@ xfails below). The rate tells the two offline models apart in 400/400 pairs of 3
 from itself in at most 1/20 splits. The onset rule's own error rates (lr 1e-5): 0/20 false positives and
 20/20 power on both models.
 
-This tier takes ~40 minutes cold on 2 CPU cores, so `make test` deselects it (-m "not inertia");
+This tier takes ~37 minutes cold on 2 CPU cores, so `make test` deselects it (-m "not inertia");
 `make report` and `make inertia` run it.
 """
 
