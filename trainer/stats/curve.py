@@ -180,7 +180,8 @@ class InertiaCurve:
             reading = self.reading(by)
             lines.append(f"{reading.what}: Spearman rho {rho:.3f}, one-sided p {p:.3g} toward slower with size, "
                          f"{len(reading.values)} points{_left_out(reading)}")
-            lines += [f"  {f.form}: {reading.what} = {f.intercept:.4g} + {f.slope:.4g} * x, AIC {f.aic:.2f}"
+            lines += [f"  {f.form}: {reading.what} = {f.intercept:.4g} + {f.slope:.4g} * "
+                      f"{'log10(params)' if f.form == 'log-linear' else 'params'}, AIC {f.aic:.2f}"
                       for f in (self.fits(by) or {}).values()]
         return lines
 
