@@ -223,11 +223,11 @@ def movement_words(moved: Movement) -> str:
 
 def _undecidable(reading: Reading, alpha: float) -> str:
     """Said when no ordering of these points could reach alpha: the reading has no power here, whatever it shows."""
-    if len(reading.values) < 3 or not np.isfinite(reading.values).all() or np.ptp(reading.values) == 0:
+    smallest = reading.smallest_p()  # nan where no correlation can be computed: nothing to say then
+    if not smallest >= alpha:
         return ""
-    smallest = reading.smallest_p()
-    return "" if smallest < alpha else (f"; with {len(reading.values)} points no ordering reaches p < {alpha} (the "
-                                        f"smallest is {smallest:.3g}), so this reading cannot decide here")
+    return (f"; with {len(reading.values)} points no ordering reaches p < {alpha} (the smallest is {smallest:.3g}), "
+            f"so this reading cannot decide here")
 
 
 def _left_out(reading: Reading) -> str:

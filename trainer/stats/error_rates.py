@@ -44,14 +44,19 @@ class Rate:
         return judged(holds, f"{what}: {self.words()} {'reaches' if holds else 'is below'} {limit:.0%}")
 
 
+def disjoint_groups(count: int, size: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every ordered pair of disjoint `size`-subsets of range(count), as indices."""
+    pairs = []
+    for first in combinations(range(count), size):
+        rest = [i for i in range(count) if i not in first]
+        pairs += [(first, second) for second in combinations(rest, size)]
+    return pairs
+
+
 def placebo_experiments(null_runs: list[Run], seeds: int) -> list[tuple[list[Run], list[Run]]]:
     """Every way to cast `seeds` null runs as an experiment's seeds and `seeds` others as its controls."""
-    cast = []
-    for treated in combinations(range(len(null_runs)), seeds):
-        rest = [i for i in range(len(null_runs)) if i not in treated]
-        for controls in combinations(rest, seeds):
-            cast.append(([null_runs[i] for i in treated], [null_runs[i] for i in controls]))
-    return cast
+    return [([null_runs[i] for i in treated], [null_runs[i] for i in controls])
+            for treated, controls in disjoint_groups(len(null_runs), seeds)]
 
 
 def false_positive_rate(null_runs: list[Run], looks: list[int], thresholds: Thresholds, seeds: int) -> Rate:
@@ -89,14 +94,10 @@ def tells_apart(first: Sequence[float], second: Sequence[float], alpha: float) -
 
 
 def splits(values: Sequence[float], seeds: int) -> list[tuple[list[float], list[float]]]:
-    """Every way to cast `seeds` of `values` against `seeds` others, each pair of groups once."""
-    cast = []
-    for first in combinations(range(len(values)), seeds):
-        rest = [i for i in range(len(values)) if i not in first]
-        for second in combinations(rest, seeds):
-            if first < second:
-                cast.append(([values[i] for i in first], [values[i] for i in second]))
-    return cast
+    """Every way to cast `seeds` of `values` against `seeds` others, each pair of groups once (the test is
+    two-sided, so a pair and its mirror are one comparison)."""
+    return [([values[i] for i in first], [values[i] for i in second])
+            for first, second in disjoint_groups(len(values), seeds) if first < second]
 
 
 def resolution_false_positive_rate(values_by_model: Sequence[Sequence[float]], seeds: int, alpha: float) -> Rate:

@@ -22,6 +22,7 @@ from scipy import stats
 
 from trainer.cache.record import Run
 from trainer.errors import ExpectationMisuse
+from trainer.stats.verdict import margin_deltas
 
 CONFIDENCE = 0.95
 RATE, STEPS = "rate", "steps"  # the two continuous readings, as `by` names them
@@ -87,9 +88,7 @@ def beyond_control(run: Run, epoch: int) -> float:
     """The seed's mean margin gain at `epoch` minus its null control's (nats/token)."""
     if run.control is None:
         raise ExpectationMisuse(f"{run.model} seed {run.seed}: a rate beyond the control needs the run's null control")
-    gain = float(np.mean(run.evaluation(epoch).margins) - np.mean(run.baseline.margins))
-    control = float(np.mean(run.control.evaluation(epoch).margins) - np.mean(run.control.baseline.margins))
-    return gain - control
+    return float(margin_deltas(run, epoch).mean() - margin_deltas(run.control, epoch).mean())
 
 
 def crossing_steps(points: list[tuple[int, float]], floor: float) -> float | None:

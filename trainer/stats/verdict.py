@@ -168,6 +168,12 @@ class SeedsVerdict:
         return self.majority and self.gain_beyond_controls >= self.min_gain and \
             not self.p_across_seeds < self.alpha_per_look
 
+    def short_of_agreement_words(self) -> str:
+        """The figures behind `short_of_agreement`, for the messages that name it."""
+        return (f"{self.shifted_seeds}/{len(self.per_seed)} seeds shifted on their own and the gain beyond the "
+                f"controls ({self.gain_beyond_controls:+.3f} nats/token) passes the {self.min_gain:g} floor, but the "
+                f"test across seeds (p {self.p_across_seeds:.2g}) misses alpha / looks = {self.alpha_per_look:.2g}")
+
     @property
     def mean_gain(self) -> float:
         return float(np.mean([v.gain for v in self.per_seed]))

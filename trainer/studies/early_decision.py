@@ -115,10 +115,7 @@ class Decision:
         look = self.short_of_seeds()
         if look is None:
             return ""
-        return (f"\nShifted seed by seed, not across seeds: from epoch {look.epoch}, {look.shifted_seeds}/"
-                f"{len(look.per_seed)} seeds shifted on their own and the gain beyond the controls "
-                f"({look.gain_beyond_controls:+.3f} nats/token) passes the {look.min_gain:g} floor, but the test "
-                f"across seeds (p {look.p_across_seeds:.2g}) misses alpha / looks = {look.alpha_per_look:.2g} "
+        return (f"\nShifted seed by seed, not across seeds: from epoch {look.epoch}, {look.short_of_agreement_words()} "
                 f"({self.looks} looks). This verdict rests on that test's power with {len(self.runs)} seeds; more "
                 f"seeds (--ft-seeds) or fewer looks would decide it.")
 

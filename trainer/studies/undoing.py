@@ -61,10 +61,8 @@ class Undoing:
                   f"(p across seeds {self.switch.p_across_seeds:.2g}, {self.switch.shifted_seeds}/"
                   f"{len(self.runs)} seeds shifted)")
         if self.end is None:
-            look = self.switch
-            by_seed = (f"; {look.shifted_seeds}/{len(self.runs)} seeds shifted on their own, but the test across "
-                       f"seeds missed alpha (p {look.p_across_seeds:.2g} vs {look.alpha_per_look:.2g}): shifted seed "
-                       f"by seed, not across seeds" if look.short_of_agreement else "")
+            by_seed = (f"; shifted seed by seed, not across seeds: {self.switch.short_of_agreement_words()}"
+                       if self.switch.short_of_agreement else "")
             return f"{self.subject}: no shift to undo, {switch}{by_seed}"
         state = ("back within it" if not self.end.shifted else
                  f"not back within it: a residue below the {self.thresholds.min_gain:g} floor that every test still "
