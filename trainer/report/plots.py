@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from trainer.cache.record import Run
-from trainer.stats.curve import WHAT, InertiaCurve, ReportedOnset
+from trainer.stats.curve import ONSET, WHAT, InertiaCurve, ReportedOnset
 from trainer.stats.movement import RATE, STEPS
 from trainer.stats.verdict import EpochVerdict, bootstrap_ci
 from trainer.studies.training_time import TrainingTimes
@@ -192,7 +192,9 @@ def movement_plot_png(curve: InertiaCurve, title: str) -> bytes:
             if censored:
                 axis.scatter(p.parameters, top * 1.1 or 1.0, marker="^", color="tab:red",
                              label=f"{p.model}: {censored} seed(s) never reached the floor")
-        _plot_reading_fits(axis, curve, by)
+        rho, p = curve.spearman(by)
+        axis.plot([], [], " ", label=f"Spearman rho {rho:.2f}, one-sided p {p:.2g}")
+        _plot_fits(axis, curve, "grey", "", by)
         axis.set_xscale("log")
         axis.set(xlabel="parameters", title=f"{WHAT[by]} by size (mean over seeds, 95% CI)",
                  ylabel="gain beyond the control per step (nats/token)" if by == RATE
@@ -217,29 +219,19 @@ def _plot_seeds(axis, point, by: str) -> float:
     return top
 
 
-def _plot_reading_fits(axis, curve: InertiaCurve, by: str) -> None:
+def _plot_fits(axis, curve: InertiaCurve, color: str, label: str, by: str = ONSET) -> None:
+    """The reading's linear (dashed) and log-linear (dotted) fits over the parameters it has points at, or a
+    legend entry saying why there are none."""
     fits, reading = curve.fits(by), curve.reading(by)
+    if not len(reading.values):
+        axis.plot([], [], color=color, label=f"{label}: no {reading.what} observed")
+        return
     if fits is None:
+        axis.plot([], [], color=color, label=f"{label}: too few points of {reading.what} to fit")
         return
     xs = np.geomspace(reading.parameters.min(), reading.parameters.max(), 50)
-    rho, p = curve.spearman(by)
-    axis.plot([], [], " ", label=f"Spearman rho {rho:.2f}, one-sided p {p:.2g}")
     for fit, style in ((fits["linear"], "--"), (fits["log-linear"], ":")):
-        axis.plot(xs, fit.predict(xs), style, color="grey", label=f"{fit.form} (AIC {fit.aic:.1f})")
-
-
-def _plot_fits(axis, curve: InertiaCurve, color: str, label: str) -> None:
-    fits = curve.fits()
-    observed = curve.observed
-    if not observed:
-        axis.plot([], [], color=color, label=f"{label}: no onset observed")
-        return
-    if fits is None:
-        axis.plot([], [], color=color, label=f"{label}: too few onsets to fit")
-        return
-    xs = np.geomspace(min(p.parameters for p in observed), max(p.parameters for p in observed), 50)
-    for fit, style in ((fits["linear"], "--"), (fits["log-linear"], ":")):
-        axis.plot(xs, fit.predict(xs), style, color=color, label=f"{label} {fit.form} (AIC {fit.aic:.1f})")
+        axis.plot(xs, fit.predict(xs), style, color=color, label=f"{label} {fit.form} (AIC {fit.aic:.1f})".strip())
 
 
 def training_time_png(times: TrainingTimes) -> bytes:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from trainer.cache.record import Run, RunSummary
 from trainer.stats.curve import InertiaCurve
 from trainer.stats.metrics import MetricOnset
+from trainer.stats.movement import RATE, STEPS, Estimate
 from trainer.stats.verdict import EpochVerdict
 from trainer.studies.training_time import TrainingTimes
 from trainer.training.probe import text_probes
@@ -95,14 +96,16 @@ def curve_table_csv(curves: Iterable[InertiaCurve]) -> str:
             cells = [p.model, p.parameters, p.lr, "" if p.onset is None else p.onset, p.interval[0], p.interval[1],
                      p.by_epoch, p.seeds]
             moved = p.movement
-            rate = moved.rate if moved else None
-            crossing = moved.crossing if moved else None
-            cells += [f"{v:.6g}" if v is not None else "" for v in (
-                rate and rate.mean, rate and rate.low, rate and rate.high,
-                crossing and crossing.mean, crossing and crossing.low, crossing and crossing.high)]
+            for by in (RATE, STEPS):
+                cells += _estimate_cells(moved.over_seeds(by) if moved else None)
             cells.append(sum(c is not None for c in moved.crossings) if moved else "")
             lines.append(",".join(str(c) for c in cells))
     return "\n".join(lines) + "\n"
+
+
+def _estimate_cells(estimate: Estimate | None) -> list[str]:
+    """Mean, low, high; empty cells where there is no estimate (no movement, or too few seeds reached the floor)."""
+    return [f"{v:.6g}" for v in (estimate.mean, estimate.low, estimate.high)] if estimate else ["", "", ""]
 
 
 def training_time_csv(times: TrainingTimes) -> str:
